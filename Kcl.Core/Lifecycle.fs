@@ -1,0 +1,3 @@
+module Kcl.Core.Lifecycle
+
+let placeholder = 0

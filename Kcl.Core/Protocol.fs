@@ -1,0 +1,284 @@
+(*
+    The MultiLangDaemon wire protocol as types: what the daemon writes to the child, what the child writes back.
+    Facts come from shared/protocol/PROTOCOL.md (read from the daemon's Java source); the class each case mirrors is
+    named in its doc comment.
+*)
+namespace Kcl.Core
+
+open System
+
+/// The id of the shard a child serves. The daemon names it only in `initialize` (PROTOCOL.md §1).
+[<Struct>]
+type ShardId =
+    /// A shard id exactly as the daemon wrote it, e.g. "shardId-000000000000".
+    | ShardId of string
+
+    /// The id as text.
+    member this.Value =
+        let (ShardId id) = this
+        id
+
+    override this.ToString() = this.Value
+
+/// A sentinel position that Kinesis and the KCL use in place of a sequence number (`SentinelCheckpoint`).
+[<RequireQualifiedAccess>]
+type Sentinel =
+    /// The oldest record still in the stream.
+    | TrimHorizon
+    /// Just after the newest record.
+    | Latest
+    /// The first record at or after a timestamp given elsewhere.
+    | AtTimestamp
+    /// The shard has been read to its end; the checkpoint that lets child shards start.
+    | ShardEnd
+
+    /// The sentinel as the daemon writes it, e.g. "TRIM_HORIZON".
+    member this.WireName =
+        match this with
+        | TrimHorizon -> "TRIM_HORIZON"
+        | Latest -> "LATEST"
+        | AtTimestamp -> "AT_TIMESTAMP"
+        | ShardEnd -> "SHARD_END"
+
+/// A Kinesis sequence number: a non-empty string of ASCII digits of any length (real ones have 56 or more), or a
+/// sentinel. It is never an integer: 56 digits do not fit in one.
+[<NoComparison>]
+type SequenceNumber =
+    private
+    | SequenceNumber of string
+
+    /// The sequence number as the wire carries it: digits, or a sentinel's name.
+    member this.Value =
+        let (SequenceNumber text) = this
+        text
+
+    /// The sentinel this stands for, if it is one.
+    member this.Sentinel =
+        match this.Value with
+        | "TRIM_HORIZON" -> Some Sentinel.TrimHorizon
+        | "LATEST" -> Some Sentinel.Latest
+        | "AT_TIMESTAMP" -> Some Sentinel.AtTimestamp
+        | "SHARD_END" -> Some Sentinel.ShardEnd
+        | _ -> None
+
+    override this.ToString() = this.Value
+
+/// Building and reading sequence numbers.
+[<RequireQualifiedAccess>]
+[<CompilationRepresentation(CompilationRepresentationFlags.ModuleSuffix)>]
+module SequenceNumber =
+    let private isDigits (text: string) =
+        text.Length > 0
+        && (let mutable ok = true
+            let mutable i = 0
+
+            while ok && i < text.Length do
+                ok <- Char.IsAsciiDigit text[i]
+                i <- i + 1
+
+            ok)
+
+    /// Parses digits or a sentinel's name; anything else is an error that says what is wrong.
+    let tryParse (text: string) : Result<SequenceNumber, string> =
+        if isNull text then
+            Error "a sequence number cannot be null"
+        elif isDigits text then
+            Ok(SequenceNumber text)
+        else
+            match text with
+            | "TRIM_HORIZON"
+            | "LATEST"
+            | "AT_TIMESTAMP"
+            | "SHARD_END" -> Ok(SequenceNumber text)
+            | "" -> Error "a sequence number cannot be empty"
+            | _ ->
+                let shown = if text.Length > 80 then text.Substring(0, 80) + "…" else text
+
+                Error(
+                    sprintf
+                        "%A is not a sequence number: expected ASCII digits or one of TRIM_HORIZON, LATEST, AT_TIMESTAMP, SHARD_END"
+                        shown
+                )
+
+    /// The sequence number for a sentinel.
+    let ofSentinel (sentinel: Sentinel) = SequenceNumber sentinel.WireName
+
+    /// Parses digits or a sentinel's name, throwing `ArgumentException` naming the problem otherwise.
+    let parse (text: string) =
+        match tryParse text with
+        | Ok sequenceNumber -> sequenceNumber
+        | Error message -> invalidArg "sequenceNumber" message
+
+    /// The SHARD_END sentinel.
+    let shardEnd = ofSentinel Sentinel.ShardEnd
+
+/// The reason a legacy (KCL 1.7.2 to 2.0.x) daemon gives in its `shutdown` message (`messages/ShutdownMessage.java`).
+[<RequireQualifiedAccess>]
+type ShutdownReason =
+    /// KCL 1.x: the shard has ended; a checkpoint is owed, as in `shardEnded`.
+    | Terminate
+    /// KCL 1.x: the lease was lost; no checkpoint, as in `leaseLost`.
+    | Zombie
+    /// KCL 2.0.x: the shard has ended; a checkpoint is owed, as in `shardEnded`.
+    | ShardEnd
+    /// KCL 2.0.x: the lease was lost; no checkpoint, as in `leaseLost`.
+    | LeaseLost
+
+    /// The reason as the daemon writes it, e.g. "TERMINATE".
+    member this.WireName =
+        match this with
+        | Terminate -> "TERMINATE"
+        | Zombie -> "ZOMBIE"
+        | ShardEnd -> "SHARD_END"
+        | LeaseLost -> "LEASE_LOST"
+
+    /// True when the reason means the shard ended and a SHARD_END checkpoint is owed.
+    member this.OwesShardEndCheckpoint =
+        match this with
+        | Terminate
+        | ShardEnd -> true
+        | Zombie
+        | LeaseLost -> false
+
+/// The error a daemon names in a checkpoint reply: the Java exception's simple class name (PROTOCOL.md §4.4).
+/// The set is open, so unknown names are kept as `Other`.
+[<RequireQualifiedAccess>]
+type CheckpointError =
+    /// `ThrottlingException`: DynamoDB throttled the lease table. Retryable.
+    | Throttling
+    /// `KinesisClientLibDependencyException`: DynamoDB or another dependency failed. Retryable.
+    | Dependency
+    /// `ShutdownException`: this worker no longer holds the lease. Not retryable: the lease is lost.
+    | Shutdown
+    /// `InvalidStateException`: no checkpointer for this action, or the lease table is in a bad state.
+    | InvalidState
+    /// `IllegalArgumentException`: the position is out of range or malformed; a programming error.
+    | IllegalArgument
+    /// Any other exception name the daemon reports.
+    | Other of name: string
+
+    /// The Java exception name, as on the wire.
+    member this.Name =
+        match this with
+        | Throttling -> "ThrottlingException"
+        | Dependency -> "KinesisClientLibDependencyException"
+        | Shutdown -> "ShutdownException"
+        | InvalidState -> "InvalidStateException"
+        | IllegalArgument -> "IllegalArgumentException"
+        | Other name -> name
+
+    /// True for the `KinesisClientLibRetryableException` family (throttling and dependency failures).
+    member this.IsRetryable =
+        match this with
+        | Throttling
+        | Dependency -> true
+        | _ -> false
+
+    /// True when the error means the lease is gone (`ShutdownException`).
+    member this.IsLeaseLost = (this = Shutdown)
+
+    /// Reads a Java exception name; known names become their own case, so `Other` never holds one of them.
+    static member OfName(name: string) =
+        match name with
+        | "ThrottlingException" -> Throttling
+        | "KinesisClientLibDependencyException" -> Dependency
+        | "ShutdownException" -> Shutdown
+        | "InvalidStateException" -> InvalidState
+        | "IllegalArgumentException" -> IllegalArgument
+        | other -> Other other
+
+/// One Kinesis record as the daemon delivers it (`messages/JsonFriendlyRecord.java`).
+type Record =
+    {
+        /// The payload. Never pooled: it stays valid for as long as user code holds it.
+        Data: byte[]
+        /// The partition key; empty when the daemon sent null.
+        PartitionKey: string
+        /// The record's sequence number.
+        SequenceNumber: SequenceNumber
+        /// The position inside a KPL aggregate; 0 for records that were not aggregated.
+        SubSequenceNumber: int64
+        /// When Kinesis received the record, if the daemon said.
+        ApproximateArrivalTimestamp: DateTimeOffset option
+    }
+
+/// Where a child asks the daemon to checkpoint.
+[<RequireQualifiedAccess>]
+type CheckpointTarget =
+    /// No position: the last record delivered, or SHARD_END while the shard is ending (`checkpointer.checkpoint()`).
+    | LastDelivered
+    /// An explicit position; a missing sub-sequence number means 0 to the daemon.
+    | At of sequenceNumber: SequenceNumber * subSequenceNumber: int64 option
+
+/// Every message the daemon writes to the child's stdin (`messages/*.java`).
+[<RequireQualifiedAccess>]
+type DaemonMessage =
+    /// `InitializeMessage`: the shard and its current checkpoint; both checkpoint fields may be null (T03).
+    | Initialize of shardId: ShardId * sequenceNumber: SequenceNumber option * subSequenceNumber: int64 option
+    /// `ProcessRecordsMessage`: a batch of records, possibly empty.
+    | ProcessRecords of records: Record[] * millisBehindLatest: int64 option
+    /// `LeaseLostMessage`: another worker holds the lease; checkpointing is impossible.
+    | LeaseLost
+    /// `ShardEndedMessage`: the shard is finished; the child must checkpoint at SHARD_END.
+    | ShardEnded
+    /// `ShutdownRequestedMessage`: the worker is shutting down or handing the lease off; a last checkpoint may be taken.
+    | ShutdownRequested
+    /// `ShutdownMessage`: what daemons before KCL 2.1 send in place of `leaseLost` and `shardEnded`.
+    | Shutdown of reason: ShutdownReason
+    /// `CheckpointMessage`: the reply to a checkpoint request. The position echoes the request; `error` is null on success.
+    | CheckpointReply of sequenceNumber: string option * subSequenceNumber: int64 option * error: CheckpointError option
+
+    /// The action name this message carries on the wire.
+    member this.Action =
+        match this with
+        | Initialize _ -> "initialize"
+        | ProcessRecords _ -> "processRecords"
+        | LeaseLost -> "leaseLost"
+        | ShardEnded -> "shardEnded"
+        | ShutdownRequested -> "shutdownRequested"
+        | Shutdown _ -> "shutdown"
+        | CheckpointReply _ -> "checkpoint"
+
+/// Every message the child writes to its stdout (PROTOCOL.md §3).
+[<RequireQualifiedAccess>]
+type ChildMessage =
+    /// `StatusMessage`: the action is finished. Exactly one per action, after all of its checkpoints.
+    | Status of responseFor: string
+    /// `CheckpointMessage`: a checkpoint request; the daemon answers with a `CheckpointReply`.
+    | Checkpoint of target: CheckpointTarget
+
+/// Why a line from the daemon could not be decoded. Each case names the problem for the log.
+[<RequireQualifiedAccess>]
+type ProtocolError =
+    /// The line is not valid JSON.
+    | MalformedJson of detail: string
+    /// The line is valid JSON but not an object (the literal `null`, an array, a number...).
+    | NotAnObject of found: string
+    /// A required field is absent or null.
+    | MissingField of action: string * field: string
+    /// A field holds the wrong JSON type.
+    | WrongType of action: string * field: string * expected: string * found: string
+    /// A field has the right type but a value that cannot be used (bad base64, out of range, not a sequence number).
+    | InvalidValue of action: string * field: string * detail: string
+    /// An action this library does not know, e.g. from a newer daemon.
+    | UnknownAction of action: string
+    /// An `initialize` with no `sequenceNumber` key: a daemon older than KCL 1.7.2, whose protocol is not supported.
+    | DaemonTooOld
+    /// A legacy `shutdown` whose reason is null or unknown, so it is unclear whether a checkpoint is owed.
+    | UnknownShutdownReason of reason: string option
+
+    /// A one-line explanation for logs and exceptions.
+    member this.Describe() =
+        match this with
+        | MalformedJson detail -> sprintf "the line is not valid JSON: %s" detail
+        | NotAnObject found -> sprintf "expected a JSON object, found %s" found
+        | MissingField("", field) -> sprintf "the required field \"%s\" is missing or null" field
+        | MissingField(action, field) -> sprintf "\"%s\" requires the field \"%s\", which is missing or null" action field
+        | WrongType(action, field, expected, found) ->
+            sprintf "in \"%s\", the field \"%s\" must be %s but is %s" action field expected found
+        | InvalidValue(action, field, detail) -> sprintf "in \"%s\", the field \"%s\" is invalid: %s" action field detail
+        | UnknownAction action -> sprintf "unknown action \"%s\"" action
+        | DaemonTooOld ->
+            "the daemon is older than KCL 1.7.2 (its initialize has no sequenceNumber field); upgrade to KCL multilang 2.1 or later"
+        | UnknownShutdownReason None -> "a legacy shutdown message has a null reason"
+        | UnknownShutdownReason(Some reason) -> sprintf "a legacy shutdown message has the unknown reason \"%s\"" reason

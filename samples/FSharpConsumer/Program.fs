@@ -1,0 +1,4 @@
+module FSharpConsumer.Program
+
+[<EntryPoint>]
+let main _ = 0

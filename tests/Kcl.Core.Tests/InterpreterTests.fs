@@ -1,0 +1,3 @@
+module Kcl.Core.Tests.InterpreterTests
+
+open Xunit

@@ -1,0 +1,3 @@
+module Kcl.Core.Tests.JsonTests
+
+open Xunit

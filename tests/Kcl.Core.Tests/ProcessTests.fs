@@ -1,0 +1,3 @@
+module Kcl.Core.Tests.ProcessTests
+
+open Xunit
