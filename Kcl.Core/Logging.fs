@@ -1,1 +1,115 @@
+(*
+    Diagnostics in the one-line format of POLICY.md "Logging": time, level, shard id and message, no colour codes.
+    The daemon logs every stderr line of every child at ERROR level, so one entry must be one line.
+*)
 namespace Kcl.Core
+
+open System
+open System.Collections.Generic
+open System.IO
+open Microsoft.Extensions.Logging
+
+/// The scope key under which the interpreter names the shard in every log entry.
+module LogScope =
+    /// The key of the shard id in logging scopes.
+    [<Literal>]
+    let ShardId = "ShardId"
+
+/// Where library and user diagnostics go: stderr by default, a file when KCL_LOG_FILE says so.
+[<Sealed>]
+type KclLoggerProvider(writer: TextWriter, minimumLevel: LogLevel) =
+    let gate = obj ()
+    let mutable scopes: IExternalScopeProvider = LoggerExternalScopeProvider()
+
+    static let levelName level =
+        match level with
+        | LogLevel.Trace -> "TRACE"
+        | LogLevel.Debug -> "DEBUG"
+        | LogLevel.Information -> "INFO "
+        | LogLevel.Warning -> "WARN "
+        | LogLevel.Error -> "ERROR"
+        | LogLevel.Critical -> "CRIT "
+        | _ -> "NONE "
+
+    static let oneLine (text: string) =
+        text.ReplaceLineEndings(" | ")
+
+    /// Reads `KCL_LOG_LEVEL` (trace, debug, information or info, warning or warn, error, critical, none).
+    static member LevelFromEnvironment(fallback: LogLevel) =
+        match Environment.GetEnvironmentVariable "KCL_LOG_LEVEL" with
+        | null
+        | "" -> fallback
+        | text ->
+            match text.Trim().ToLowerInvariant() with
+            | "trace" -> LogLevel.Trace
+            | "debug" -> LogLevel.Debug
+            | "info"
+            | "information" -> LogLevel.Information
+            | "warn"
+            | "warning" -> LogLevel.Warning
+            | "error" -> LogLevel.Error
+            | "critical" -> LogLevel.Critical
+            | "none" -> LogLevel.None
+            | _ -> fallback
+
+    /// A provider that honours `KCL_LOG_LEVEL` and `KCL_LOG_FILE`, writing to `stderr` when no file is named.
+    static member FromEnvironment(stderr: TextWriter) =
+        let level = KclLoggerProvider.LevelFromEnvironment LogLevel.Information
+
+        let writer =
+            match Environment.GetEnvironmentVariable "KCL_LOG_FILE" with
+            | null
+            | "" -> stderr
+            | path ->
+                let stream = new FileStream(path, FileMode.Append, FileAccess.Write, FileShare.ReadWrite)
+                new StreamWriter(stream, Text.UTF8Encoding(false), AutoFlush = true) :> TextWriter
+
+        new KclLoggerProvider(writer, level)
+
+    /// The least severe level written.
+    member _.MinimumLevel = minimumLevel
+
+    member internal _.Write(level: LogLevel, category: string, message: string, error: exn) =
+        let mutable shard = "-"
+
+        scopes.ForEachScope(
+            (fun scope _ ->
+                match scope with
+                | :? IEnumerable<KeyValuePair<string, obj>> as pairs ->
+                    for pair in pairs do
+                        if pair.Key = LogScope.ShardId then shard <- string pair.Value
+                | _ -> ()),
+            ()
+        )
+
+        let text =
+            if isNull error then message else message + " " + error.ToString()
+
+        let line =
+            sprintf "%s %s [%s] %s: %s" (DateTimeOffset.UtcNow.ToString "yyyy-MM-ddTHH:mm:ss.fffZ") (levelName level) shard category (oneLine text)
+
+        lock gate (fun () ->
+            writer.WriteLine line
+            writer.Flush())
+
+    interface ILoggerProvider with
+        member this.CreateLogger(category) = KclLogger(this, category, minimumLevel)
+
+    interface ISupportExternalScope with
+        member _.SetScopeProvider provider = scopes <- provider
+
+    interface IDisposable with
+        member _.Dispose() =
+            if not (obj.ReferenceEquals(writer, Console.Error)) then
+                writer.Flush()
+
+and [<Sealed>] internal KclLogger(provider: KclLoggerProvider, category: string, minimumLevel: LogLevel) =
+    interface ILogger with
+        member _.IsEnabled level =
+            level <> LogLevel.None && level >= minimumLevel
+
+        member this.Log(level, _eventId, state, error, formatter) =
+            if (this :> ILogger).IsEnabled level then
+                provider.Write(level, category, formatter.Invoke(state, error), error)
+
+        member _.BeginScope state = null

@@ -1,1 +1,101 @@
+(*
+    The real process's standard streams, taken over for the protocol (POLICY.md "stdout" and "Signals").
+    stdout is claimed at the file-descriptor level: the protocol keeps a private, close-on-exec duplicate of fd 1, and
+    fd 1 itself becomes a copy of stderr. Whatever writes to "stdout" afterwards (Console.Out, a logger built earlier, a
+    native library, a process that user code starts) lands on stderr, where the daemon only logs it.
+*)
 namespace Kcl.Core
+
+open System
+open System.IO
+open System.Runtime.InteropServices
+open Microsoft.Win32.SafeHandles
+
+module internal Native =
+    [<DllImport("libc", SetLastError = true)>]
+    extern int fcntl(int fd, int cmd, int arg)
+
+    [<DllImport("libc", SetLastError = true)>]
+    extern int dup2(int oldFd, int newFd)
+
+    [<DllImport("kernel32.dll", SetLastError = true)>]
+    extern nativeint GetStdHandle(int which)
+
+    [<DllImport("kernel32.dll", SetLastError = true)>]
+    extern bool SetStdHandle(int which, nativeint handle)
+
+    [<DllImport("kernel32.dll", SetLastError = true)>]
+    extern nativeint GetCurrentProcess()
+
+    [<DllImport("kernel32.dll", SetLastError = true)>]
+    extern bool DuplicateHandle(
+        nativeint sourceProcess,
+        nativeint source,
+        nativeint targetProcess,
+        nativeint& target,
+        uint32 access,
+        bool inheritable,
+        uint32 options
+    )
+
+/// The protocol's own standard streams, once taken over; disposing restores nothing, as the process is ending.
+[<Sealed; AllowNullLiteral>]
+type StandardStreams internal (input: Stream, output: Stream, signals: IDisposable list) =
+    /// The daemon's messages: the process's stdin.
+    member _.Input = input
+
+    /// The protocol channel: a private duplicate of the original stdout.
+    member _.Output = output
+
+    interface IDisposable with
+        member _.Dispose() =
+            for registration in signals do
+                registration.Dispose()
+
+            output.Dispose()
+
+/// Claims the real stdin and stdout for the protocol.
+[<RequireQualifiedAccess>]
+module Stdio =
+    let private fail what =
+        raise (IOException(sprintf "%s failed (error %d)" what (Marshal.GetLastPInvokeError())))
+
+    let private claimUnixStdout () =
+        // F_DUPFD_CLOEXEC: the duplicate must not leak into processes that user code starts, or the daemon, which
+        // drains our stdout until EOF when the shard ends, would wait for them too.
+        let dupCloexec = if OperatingSystem.IsMacOS() || OperatingSystem.IsIOS() then 67 else 1030
+        let privateFd = Native.fcntl (1, dupCloexec, 3)
+        if privateFd < 0 then fail "fcntl(1, F_DUPFD_CLOEXEC)"
+        if Native.dup2 (2, 1) < 0 then fail "dup2(2, 1)"
+        new FileStream(new SafeFileHandle(nativeint privateFd, true), FileAccess.Write, 1) :> Stream
+
+    // Unverified: no machine here runs Windows.
+    let private claimWindowsStdout () =
+        let stdOutput, stdError = -11, -12
+        let original = Native.GetStdHandle stdOutput
+        let mutable privateHandle = 0n
+        let sameAccess = 2u
+        let self = Native.GetCurrentProcess()
+
+        if not (Native.DuplicateHandle(self, original, self, &privateHandle, 0u, false, sameAccess)) then
+            fail "DuplicateHandle(stdout)"
+
+        if not (Native.SetStdHandle(stdOutput, Native.GetStdHandle stdError)) then
+            fail "SetStdHandle(stdout, stderr)"
+
+        new FileStream(new SafeFileHandle(privateHandle, true), FileAccess.Write, 1) :> Stream
+
+    let private ignoreSignals () =
+        // Under the daemon, Ctrl-C reaches the whole process group; the daemon, not the child, decides when to stop.
+        [ PosixSignal.SIGINT; PosixSignal.SIGTERM; PosixSignal.SIGHUP ]
+        |> List.map (fun signal ->
+            PosixSignalRegistration.Create(signal, fun context -> context.Cancel <- true) :> IDisposable)
+
+    /// Takes stdout over at the file-descriptor level, points Console.Out at stderr, and ignores SIGINT, SIGTERM and
+    /// SIGHUP. Call it once, first thing, from the process's entry point; runs over injected streams never do.
+    let takeOver () =
+        let output =
+            if OperatingSystem.IsWindows() then claimWindowsStdout () else claimUnixStdout ()
+
+        Console.SetOut Console.Error
+        new StandardStreams(Console.OpenStandardInput(), output, ignoreSignals ())
