@@ -290,6 +290,8 @@ let private openAction callback responseFor state =
             LibraryCheckpointedShardEnd = false
         }
 
+    let deferred = state.Deferred
+
     let state =
         { state with
             NextAction = state.NextAction + 1
@@ -302,7 +304,7 @@ let private openAction callback responseFor state =
         state, effects @ [ Effect.Invoke(action.Id, callback) ]
     else
         let lost =
-            state.Deferred
+            deferred
             |> Option.map (fun deferred ->
                 complete deferred (Error(failure CheckpointError.Shutdown "the lease was lost before the checkpoint could be sent")))
             |> Option.defaultValue []
