@@ -42,7 +42,8 @@ let private findAction (reader: byref<Utf8JsonReader>, strictEnd: bool) =
         | ValueSome _ -> reader.Skip()
 
     // Utf8JsonReader throws on trailing non-whitespace after a complete value.
-    if strictEnd then reader.Read() |> ignore
+    if strictEnd then
+        reader.Read() |> ignore
 
     match action with
     | Some name -> name
@@ -116,7 +117,9 @@ let private readData (reader: byref<Utf8JsonReader>, field: string) =
 
 let private toTimestamp (field: string) (millis: int64) =
     if millis < minEpochMillis || millis > maxEpochMillis then
-        let detail = sprintf "%d epoch milliseconds is outside the range of DateTimeOffset" millis
+        let detail =
+            sprintf "%d epoch milliseconds is outside the range of DateTimeOffset" millis
+
         fail (ProtocolError.InvalidValue("processRecords", field, detail))
 
     DateTimeOffset.FromUnixTimeMilliseconds millis
@@ -142,10 +145,15 @@ let private decodeRecord (reader: byref<Utf8JsonReader>, index: int) : Record =
         | ValueNone -> go <- false
         | ValueSome "data" -> data <- readData (&reader, prefix + "data")
         | ValueSome "partitionKey" ->
-            partitionKey <- readStringOrNull (&reader, action, prefix + "partitionKey") |> Option.defaultValue ""
+            partitionKey <-
+                readStringOrNull (&reader, action, prefix + "partitionKey")
+                |> Option.defaultValue ""
         | ValueSome "sequenceNumber" ->
             let field = prefix + "sequenceNumber"
-            sequence <- readStringOrNull (&reader, action, field) |> Option.map (sequenceNumber action field)
+
+            sequence <-
+                readStringOrNull (&reader, action, field)
+                |> Option.map (sequenceNumber action field)
         | ValueSome "approximateArrivalTimestamp" ->
             let field = prefix + "approximateArrivalTimestamp"
             arrival <- readInt64OrNull (&reader, action, field) |> Option.map (toTimestamp field)
@@ -158,11 +166,13 @@ let private decodeRecord (reader: byref<Utf8JsonReader>, index: int) : Record =
     match sequence with
     | None -> fail (ProtocolError.MissingField(action, prefix + "sequenceNumber"))
     | Some sequenceNumber ->
-        { Data = data
-          PartitionKey = partitionKey
-          SequenceNumber = sequenceNumber
-          SubSequenceNumber = subSequence
-          ApproximateArrivalTimestamp = arrival }
+        {
+            Data = data
+            PartitionKey = partitionKey
+            SequenceNumber = sequenceNumber
+            SubSequenceNumber = subSequence
+            ApproximateArrivalTimestamp = arrival
+        }
 
 let private readRecords (reader: byref<Utf8JsonReader>) =
     match reader.TokenType with
@@ -265,7 +275,8 @@ let encodeChildMessage (message: ChildMessage) : string =
         builder.Append "{\"action\":\"status\",\"responseFor\":" |> ignore
         appendQuotedOrNull builder true responseFor
     | ChildMessage.Checkpoint CheckpointTarget.LastDelivered ->
-        builder.Append "{\"action\":\"checkpoint\",\"sequenceNumber\":null,\"subSequenceNumber\":null" |> ignore
+        builder.Append "{\"action\":\"checkpoint\",\"sequenceNumber\":null,\"subSequenceNumber\":null"
+        |> ignore
     | ChildMessage.Checkpoint(CheckpointTarget.At(sequence, subSequence)) ->
         builder.Append "{\"action\":\"checkpoint\",\"sequenceNumber\":" |> ignore
         appendQuoted builder true sequence.Value
@@ -330,7 +341,13 @@ let private readRequestedSubSequence (reader: byref<Utf8JsonReader>) =
     | JsonTokenType.String ->
         let text = stringValue (&reader, "checkpoint", field)
 
-        match Int64.TryParse(text.Trim(), Globalization.NumberStyles.AllowLeadingSign, Globalization.CultureInfo.InvariantCulture) with
+        match
+            Int64.TryParse(
+                text.Trim(),
+                Globalization.NumberStyles.AllowLeadingSign,
+                Globalization.CultureInfo.InvariantCulture
+            )
+        with
         | true, value -> Some value
         | false, _ -> outOfRange (sprintf "%A" text)
     | _ -> readInt64OrNull (&reader, "checkpoint", field)
@@ -351,7 +368,9 @@ let private decodeCheckpointRequest (reader: byref<Utf8JsonReader>) =
             match reader.TokenType with
             | JsonTokenType.StartObject
             | JsonTokenType.StartArray ->
-                fail (ProtocolError.WrongType("checkpoint", "error", "a string or null", describeToken reader.TokenType))
+                fail (
+                    ProtocolError.WrongType("checkpoint", "error", "a string or null", describeToken reader.TokenType)
+                )
             | _ -> ()
         | ValueSome name -> unknownProperty "checkpoint" name
 
@@ -408,7 +427,10 @@ let private toJvmAscii (text: string) =
         written <- written + 1
         i <- i + 1
 
-    if written = bytes.Length then bytes else bytes[.. written - 1]
+    if written = bytes.Length then
+        bytes
+    else
+        bytes[.. written - 1]
 
 // Field order is JsonFriendlyRecord's declaration order, with the @JsonProperty getter `action` last (PROTOCOL.md §2.2).
 let private appendRecord (builder: StringBuilder) (record: Record) =
@@ -417,7 +439,8 @@ let private appendRecord (builder: StringBuilder) (record: Record) =
     if isNull record.Data then
         builder.Append "null" |> ignore
     else
-        builder.Append('"').Append(Convert.ToBase64String record.Data).Append('"') |> ignore
+        builder.Append('"').Append(Convert.ToBase64String record.Data).Append('"')
+        |> ignore
 
     builder.Append ",\"partitionKey\":" |> ignore
     appendQuotedOrNull builder false record.PartitionKey
@@ -425,6 +448,7 @@ let private appendRecord (builder: StringBuilder) (record: Record) =
     appendQuoted builder false record.SequenceNumber.Value
     builder.Append ",\"approximateArrivalTimestamp\":" |> ignore
     appendInt64OrNull builder (record.ApproximateArrivalTimestamp |> Option.map _.ToUnixTimeMilliseconds())
+
     builder.Append(",\"subSequenceNumber\":").Append(record.SubSequenceNumber).Append(",\"action\":\"record\"}")
     |> ignore
 
@@ -447,7 +471,9 @@ let private appendDaemonMessage (builder: StringBuilder) (message: DaemonMessage
 
         records
         |> Array.iteri (fun i record ->
-            if i > 0 then builder.Append ',' |> ignore
+            if i > 0 then
+                builder.Append ',' |> ignore
+
             appendRecord builder record)
 
         builder.Append "],\"millisBehindLatest\":" |> ignore

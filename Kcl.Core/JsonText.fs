@@ -59,7 +59,10 @@ let appendQuoted (builder: StringBuilder) (asciiOnly: bool) (text: string) =
 
 /// Appends a JSON string, or `null` for a null reference, as Jackson writes a null field.
 let appendQuotedOrNull (builder: StringBuilder) (asciiOnly: bool) (text: string) =
-    if isNull text then builder.Append "null" |> ignore else appendQuoted builder asciiOnly text
+    if isNull text then
+        builder.Append "null" |> ignore
+    else
+        appendQuoted builder asciiOnly text
 
 /// Appends an optional integer as a JSON number or `null`.
 let appendInt64OrNull (builder: StringBuilder) (value: int64 option) =
@@ -81,7 +84,10 @@ let describeToken (token: JsonTokenType) =
 
 // Long enough to recognise a value in a log line, short enough not to flood it.
 let private shown (text: string) =
-    if text.Length > 40 then text.Substring(0, 40) + "…" else text
+    if text.Length > 40 then
+        text.Substring(0, 40) + "…"
+    else
+        text
 
 /// The raw text of the current number token, cut for an error message.
 let numberText (reader: byref<Utf8JsonReader>) =
