@@ -8,6 +8,7 @@
 module internal Kcl.Core.JsonText
 
 open System
+open System.Buffers
 open System.Text
 open System.Text.Json
 
@@ -136,3 +137,57 @@ let sequenceNumber (action: string) (field: string) (text: string) =
     match SequenceNumber.tryParse text with
     | Ok value -> value
     | Error detail -> fail (ProtocolError.InvalidValue(action, field, detail))
+
+// ---- decoding: the top level of a line ----------------------------------------------------------------------------
+
+let startObject (reader: byref<Utf8JsonReader>) =
+    // Read throws on an empty or invalid line, so a false here cannot happen with isFinalBlock; guard anyway.
+    if not (reader.Read()) then
+        fail (ProtocolError.MalformedJson "the line holds no JSON value")
+
+    if reader.TokenType <> JsonTokenType.StartObject then
+        fail (ProtocolError.NotAnObject(describeToken reader.TokenType))
+
+/// Pass one, from the object's start. With `strictEnd`, anything but whitespace after the object is malformed.
+let findAction (reader: byref<Utf8JsonReader>, strictEnd: bool) =
+    let mutable action = None
+    let mutable go = true
+
+    while go do
+        match nextProperty &reader with
+        | ValueNone -> go <- false
+        | ValueSome "action" ->
+            match reader.TokenType with
+            | JsonTokenType.String -> action <- Some(stringValue (&reader, "", "action"))
+            | JsonTokenType.Null -> action <- None
+            | other -> fail (ProtocolError.WrongType("", "action", "a string", describeToken other))
+        | ValueSome _ -> reader.Skip()
+
+    // Utf8JsonReader throws on trailing non-whitespace after a complete value.
+    if strictEnd then
+        reader.Read() |> ignore
+
+    match action with
+    | Some name -> name
+    | None -> fail (ProtocolError.MissingField("", "action"))
+
+// Maps the failures a decode can raise; anything else is a bug and is left to surface.
+let (|ProtocolFailure|_|) (ex: exn) =
+    match ex with
+    | DecodeFailure error -> Some error
+    | :? JsonException -> Some(ProtocolError.MalformedJson ex.Message)
+    // Invalid UTF-8 in a property name surfaces from GetString as InvalidOperationException.
+    | :? InvalidOperationException -> Some(ProtocolError.MalformedJson ex.Message)
+    | _ -> None
+
+let withUtf8 (line: string) (decode: byte[] -> int -> Result<'T, ProtocolError>) =
+    if isNull line then
+        Error(ProtocolError.MalformedJson "the line is null")
+    else
+        // Pooling the line's bytes is safe: every decoded string and payload is a fresh copy.
+        let buffer = ArrayPool<byte>.Shared.Rent(Encoding.UTF8.GetByteCount line)
+
+        try
+            decode buffer (Encoding.UTF8.GetBytes(line, 0, line.Length, buffer, 0))
+        finally
+            ArrayPool<byte>.Shared.Return buffer
