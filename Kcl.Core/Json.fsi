@@ -15,6 +15,9 @@ type DaemonCharset =
 
 /// Decodes one line the daemon wrote (UTF-8, without its line terminator) into a message.
 /// Lines have no length limit. Empty lines are the caller's to skip.
+/// Keys may come in any order and unknown keys are ignored; the nulls POLICY.md allows are mapped to defaults. Anything
+/// after the object other than whitespace is `MalformedJson` (the daemon never writes it). An unknown `action` is
+/// `UnknownAction`, so that a newer daemon's message can still be answered. Each record's `Data` is a new array.
 val decodeDaemonMessage: line: ReadOnlySpan<byte> -> Result<DaemonMessage, ProtocolError>
 
 /// Decodes one line the daemon wrote, given as text.
@@ -25,6 +28,10 @@ val decodeDaemonLine: line: string -> Result<DaemonMessage, ProtocolError>
 val encodeChildMessage: message: ChildMessage -> string
 
 /// Decodes one line a child wrote, as a daemon reads it (for the test kit and the local daemon).
+/// Mirrors the daemon's Jackson where that is cheap (PROTOCOL.md §3.3): a key the message does not define is an
+/// `InvalidValue` naming it (the daemon skips such a line), the action is case-sensitive, anything after the first
+/// object is ignored, and scalars are coerced as Jackson coerces them (`12345` as a sequence number, `"5"` or `1.5`
+/// as a sub-sequence number). A daemon-side action (`initialize`...) is `UnknownAction`: the daemon ignores such a line.
 val decodeChildMessage: line: ReadOnlySpan<byte> -> Result<ChildMessage, ProtocolError>
 
 /// Decodes one line a child wrote, given as text.

@@ -1,0 +1,295 @@
+(*
+    JsonDecode --- the bodies of the messages in both directions, read by field name once JsonText.findAction has
+    found the action and proved the line well-formed. Every problem is raised as DecodeFailure, named by action and
+    field, and Json.fs turns it into a ProtocolError.
+*)
+module internal Kcl.Core.JsonDecode
+
+open System
+open System.Text
+open System.Text.Json
+open Kcl.Core.JsonText
+
+// ---- what the daemon writes ---------------------------------------------------------------------------------------
+
+let private minEpochMillis = DateTimeOffset.MinValue.ToUnixTimeMilliseconds()
+let private maxEpochMillis = DateTimeOffset.MaxValue.ToUnixTimeMilliseconds()
+
+let private decodeInitialize (reader: byref<Utf8JsonReader>) =
+    let action = "initialize"
+    let mutable shardId = None
+    let mutable hasSequenceNumber = false
+    let mutable sequence = None
+    let mutable subSequence = None
+    let mutable go = true
+
+    while go do
+        match nextProperty &reader with
+        | ValueNone -> go <- false
+        | ValueSome "shardId" -> shardId <- readStringOrNull (&reader, action, "shardId")
+        | ValueSome "sequenceNumber" ->
+            hasSequenceNumber <- true
+
+            sequence <-
+                readStringOrNull (&reader, action, "sequenceNumber")
+                |> Option.map (sequenceNumber action "sequenceNumber")
+        | ValueSome "subSequenceNumber" -> subSequence <- readInt64OrNull (&reader, action, "subSequenceNumber")
+        | ValueSome _ -> reader.Skip()
+
+    // A null sequenceNumber is a 1.7.2+ daemon with no checkpoint (T03); only a missing key marks the old protocol.
+    if not hasSequenceNumber then
+        fail ProtocolError.DaemonTooOld
+
+    match shardId with
+    | Some id -> DaemonMessage.Initialize(ShardId id, sequence, subSequence)
+    | None -> fail (ProtocolError.MissingField(action, "shardId"))
+
+let private readData (reader: byref<Utf8JsonReader>, field: string) =
+    match reader.TokenType with
+    | JsonTokenType.Null -> Array.Empty<byte>()
+    | JsonTokenType.String ->
+        // Returns a new array each time: record payloads are never pooled (POLICY.md "Records that user code keeps").
+        match reader.TryGetBytesFromBase64() with
+        | true, bytes -> bytes
+        | false, _ ->
+            fail (ProtocolError.InvalidValue("processRecords", field, "not valid base64 (standard alphabet, padded)"))
+    | other -> fail (ProtocolError.WrongType("processRecords", field, "a base64 string or null", describeToken other))
+
+let private toTimestamp (field: string) (millis: int64) =
+    if millis < minEpochMillis || millis > maxEpochMillis then
+        let detail =
+            sprintf "%d epoch milliseconds is outside the range of DateTimeOffset" millis
+
+        fail (ProtocolError.InvalidValue("processRecords", field, detail))
+
+    DateTimeOffset.FromUnixTimeMilliseconds millis
+
+let private decodeRecord (reader: byref<Utf8JsonReader>, index: int) : Record =
+    let action = "processRecords"
+    let prefix = "records[" + string index + "]."
+
+    if reader.TokenType <> JsonTokenType.StartObject then
+        fail (ProtocolError.WrongType(action, prefix.TrimEnd '.', "an object", describeToken reader.TokenType))
+
+    let mutable data = Array.Empty<byte>()
+    let mutable partitionKey = ""
+    let mutable sequence = None
+    let mutable subSequence = 0L
+    let mutable arrival = None
+    let mutable go = true
+
+    // Nulls follow POLICY.md: the daemon's classes allow them, and KCL 1.x sent a null subSequenceNumber.
+    // The record's own "action":"record" (absent before KCL 1.7.2) carries nothing, so it is skipped with unknown keys.
+    while go do
+        match nextProperty &reader with
+        | ValueNone -> go <- false
+        | ValueSome "data" -> data <- readData (&reader, prefix + "data")
+        | ValueSome "partitionKey" ->
+            partitionKey <-
+                readStringOrNull (&reader, action, prefix + "partitionKey")
+                |> Option.defaultValue ""
+        | ValueSome "sequenceNumber" ->
+            let field = prefix + "sequenceNumber"
+
+            sequence <-
+                readStringOrNull (&reader, action, field)
+                |> Option.map (sequenceNumber action field)
+        | ValueSome "approximateArrivalTimestamp" ->
+            let field = prefix + "approximateArrivalTimestamp"
+            arrival <- readInt64OrNull (&reader, action, field) |> Option.map (toTimestamp field)
+        | ValueSome "subSequenceNumber" ->
+            subSequence <-
+                readInt64OrNull (&reader, action, prefix + "subSequenceNumber")
+                |> Option.defaultValue 0L
+        | ValueSome _ -> reader.Skip()
+
+    match sequence with
+    | None -> fail (ProtocolError.MissingField(action, prefix + "sequenceNumber"))
+    | Some sequenceNumber ->
+        {
+            Data = data
+            PartitionKey = partitionKey
+            SequenceNumber = sequenceNumber
+            SubSequenceNumber = subSequence
+            ApproximateArrivalTimestamp = arrival
+        }
+
+let private readRecords (reader: byref<Utf8JsonReader>) =
+    match reader.TokenType with
+    | JsonTokenType.Null -> fail (ProtocolError.MissingField("processRecords", "records"))
+    | JsonTokenType.StartArray ->
+        let records = ResizeArray<Record>()
+        reader.Read() |> ignore
+
+        while reader.TokenType <> JsonTokenType.EndArray do
+            records.Add(decodeRecord (&reader, records.Count))
+            reader.Read() |> ignore
+
+        Some(records.ToArray())
+    | other -> fail (ProtocolError.WrongType("processRecords", "records", "an array", describeToken other))
+
+let private decodeProcessRecords (reader: byref<Utf8JsonReader>) =
+    let mutable records = None
+    let mutable millisBehindLatest = None
+    let mutable go = true
+
+    while go do
+        match nextProperty &reader with
+        | ValueNone -> go <- false
+        | ValueSome "records" -> records <- readRecords &reader
+        | ValueSome "millisBehindLatest" ->
+            millisBehindLatest <- readInt64OrNull (&reader, "processRecords", "millisBehindLatest")
+        | ValueSome _ -> reader.Skip()
+
+    match records with
+    | Some records -> DaemonMessage.ProcessRecords(records, millisBehindLatest)
+    | None -> fail (ProtocolError.MissingField("processRecords", "records"))
+
+let private decodeShutdown (reader: byref<Utf8JsonReader>) =
+    let mutable reason = None
+    let mutable go = true
+
+    while go do
+        match nextProperty &reader with
+        | ValueNone -> go <- false
+        | ValueSome "reason" -> reason <- readStringOrNull (&reader, "shutdown", "reason")
+        | ValueSome _ -> reader.Skip()
+
+    match reason with
+    | Some "TERMINATE" -> DaemonMessage.Shutdown ShutdownReason.Terminate
+    | Some "ZOMBIE" -> DaemonMessage.Shutdown ShutdownReason.Zombie
+    | Some "SHARD_END" -> DaemonMessage.Shutdown ShutdownReason.ShardEnd
+    | Some "LEASE_LOST" -> DaemonMessage.Shutdown ShutdownReason.LeaseLost
+    | other -> fail (ProtocolError.UnknownShutdownReason other)
+
+let private decodeCheckpointReply (reader: byref<Utf8JsonReader>) =
+    let action = "checkpoint"
+    let mutable sequence = None
+    let mutable subSequence = None
+    let mutable error = None
+    let mutable go = true
+
+    // sequenceNumber stays a string: it echoes whatever the child sent, after Jackson's coercion (PROTOCOL.md §2.7).
+    while go do
+        match nextProperty &reader with
+        | ValueNone -> go <- false
+        | ValueSome "sequenceNumber" -> sequence <- readStringOrNull (&reader, action, "sequenceNumber")
+        | ValueSome "subSequenceNumber" -> subSequence <- readInt64OrNull (&reader, action, "subSequenceNumber")
+        | ValueSome "error" -> error <- readStringOrNull (&reader, action, "error") |> Option.map CheckpointError.OfName
+        | ValueSome _ -> reader.Skip()
+
+    DaemonMessage.CheckpointReply(sequence, subSequence, error)
+
+let decodeDaemonBody (action: string) (reader: byref<Utf8JsonReader>) =
+    match action with
+    | "initialize" -> decodeInitialize &reader
+    | "processRecords" -> decodeProcessRecords &reader
+    | "leaseLost" -> DaemonMessage.LeaseLost
+    | "shardEnded" -> DaemonMessage.ShardEnded
+    | "shutdownRequested" -> DaemonMessage.ShutdownRequested
+    | "shutdown" -> decodeShutdown &reader
+    | "checkpoint" -> decodeCheckpointReply &reader
+    | other -> fail (ProtocolError.UnknownAction other)
+
+// ---- what a child writes, read as the daemon reads it (PROTOCOL.md §3.3) ------------------------------------------
+
+// Jackson with FAIL_ON_UNKNOWN_PROPERTIES: the daemon skips a line with a key its message class lacks (§3.3).
+let private unknownProperty action name =
+    fail (ProtocolError.InvalidValue(action, name, "not a property of this message; the daemon would skip the line"))
+
+let private decodeStatus (reader: byref<Utf8JsonReader>) =
+    let mutable responseFor = None
+    let mutable go = true
+
+    while go do
+        match nextProperty &reader with
+        | ValueNone -> go <- false
+        | ValueSome "action" -> reader.Skip()
+        | ValueSome "responseFor" ->
+            match reader.TokenType with
+            | JsonTokenType.Null -> responseFor <- None
+            | JsonTokenType.String -> responseFor <- Some(stringValue (&reader, "status", "responseFor"))
+            | other -> fail (ProtocolError.WrongType("status", "responseFor", "a string", describeToken other))
+        | ValueSome name -> unknownProperty "status" name
+
+    match responseFor with
+    | Some action -> ChildMessage.Status action
+    | None -> fail (ProtocolError.MissingField("status", "responseFor"))
+
+// Jackson coerces scalars into the String field: 12345 becomes "12345", true becomes "true" (then not a sequence number).
+let private readRequestedSequence (reader: byref<Utf8JsonReader>) =
+    let parse = sequenceNumber "checkpoint" "sequenceNumber"
+
+    match reader.TokenType with
+    | JsonTokenType.Null -> None
+    | JsonTokenType.String -> Some(parse (stringValue (&reader, "checkpoint", "sequenceNumber")))
+    | JsonTokenType.Number -> Some(parse (Encoding.UTF8.GetString reader.ValueSpan))
+    | JsonTokenType.True -> Some(parse "true")
+    | JsonTokenType.False -> Some(parse "false")
+    | other -> fail (ProtocolError.WrongType("checkpoint", "sequenceNumber", "a string or null", describeToken other))
+
+// Jackson coerces into the Long field: "5" is 5, and 1.5 is truncated to 1 (ACCEPT_FLOAT_AS_INT); out of range fails.
+let private readRequestedSubSequence (reader: byref<Utf8JsonReader>) =
+    let field = "subSequenceNumber"
+
+    let outOfRange (text: string) =
+        fail (ProtocolError.InvalidValue("checkpoint", field, text + " is not an integer in the 64-bit range"))
+
+    match reader.TokenType with
+    | JsonTokenType.Number ->
+        match reader.TryGetInt64() with
+        | true, value -> Some value
+        | false, _ ->
+            let truncated = Math.Truncate(reader.GetDouble())
+
+            if truncated >= -9.2233720368547758e18 && truncated < 9.2233720368547758e18 then
+                Some(int64 truncated)
+            else
+                outOfRange (numberText &reader)
+    | JsonTokenType.String ->
+        let text = stringValue (&reader, "checkpoint", field)
+
+        match
+            Int64.TryParse(
+                text.Trim(),
+                Globalization.NumberStyles.AllowLeadingSign,
+                Globalization.CultureInfo.InvariantCulture
+            )
+        with
+        | true, value -> Some value
+        | false, _ -> outOfRange (sprintf "%A" text)
+    | _ -> readInt64OrNull (&reader, "checkpoint", field)
+
+let private decodeCheckpointRequest (reader: byref<Utf8JsonReader>) =
+    let mutable sequence = None
+    let mutable subSequence = None
+    let mutable go = true
+
+    while go do
+        match nextProperty &reader with
+        | ValueNone -> go <- false
+        | ValueSome "action" -> reader.Skip()
+        | ValueSome "sequenceNumber" -> sequence <- readRequestedSequence &reader
+        | ValueSome "subSequenceNumber" -> subSequence <- readRequestedSubSequence &reader
+        // CheckpointMessage has an error field, so a child may send one; the daemon ignores it.
+        | ValueSome "error" ->
+            match reader.TokenType with
+            | JsonTokenType.StartObject
+            | JsonTokenType.StartArray ->
+                fail (
+                    ProtocolError.WrongType("checkpoint", "error", "a string or null", describeToken reader.TokenType)
+                )
+            | _ -> ()
+        | ValueSome name -> unknownProperty "checkpoint" name
+
+    // With no sequence number the daemon calls checkpoint() and ignores subSequenceNumber (PROTOCOL.md §3.2).
+    match sequence with
+    | None -> ChildMessage.Checkpoint CheckpointTarget.LastDelivered
+    | Some sequence -> ChildMessage.Checkpoint(CheckpointTarget.At(sequence, subSequence))
+
+// Daemon-side messages written by a child parse, but the daemon ignores them; here they are not child messages.
+let decodeChildBody (action: string) (reader: byref<Utf8JsonReader>) =
+    match action with
+    | "status" -> decodeStatus &reader
+    | "checkpoint" -> decodeCheckpointRequest &reader
+    | other -> fail (ProtocolError.UnknownAction other)
