@@ -160,11 +160,16 @@ module Processor =
     /// Runs the processor as configured and returns the exit code (see `ExitCode`).
     let runWith (options: RunOptions) (processor: Processor<'State>) (cancellationToken: CancellationToken) : Task<int> =
         task {
+            let mutable log: ILogger = Abstractions.NullLogger.Instance
+
+            let onSignal (signal: Runtime.InteropServices.PosixSignal) =
+                log.LogInformation("ignoring {Signal}: under the daemon, the daemon decides when this child ends", signal)
+
             // Stdout is claimed before any logger exists, so not even the library's own start-up can write to it.
             let stdio =
                 match options.Streams with
                 | Some _ -> null
-                | None -> Stdio.takeOver ()
+                | None -> Stdio.takeOver onSignal
 
             use _ = stdio
 
@@ -180,6 +185,7 @@ module Processor =
 
             try
                 let loggerFactory = options.LoggerFactory |> Option.orElse ownedFactory |> Option.get
+                log <- loggerFactory.CreateLogger "Kcl"
                 let! code = runOver options loggerFactory streams processor cancellationToken
                 return int code
             finally

@@ -18,6 +18,9 @@ module internal Native =
     [<DllImport("libc", SetLastError = true)>]
     extern int dup2(int oldFd, int newFd)
 
+    [<DllImport("libc", SetLastError = true)>]
+    extern int dup3(int oldFd, int newFd, int flags)
+
     [<DllImport("kernel32.dll", SetLastError = true)>]
     extern nativeint GetStdHandle(int which)
 
@@ -60,13 +63,40 @@ module Stdio =
     let private fail what =
         raise (IOException(sprintf "%s failed (error %d)" what (Marshal.GetLastPInvokeError())))
 
+    /// What an open file descriptor refers to, e.g. "pipe:[1234]", where /proc tells (Linux).
+    let private describeFd (fd: int) =
+        try
+            FileInfo(sprintf "/proc/self/fd/%d" fd).LinkTarget |> Option.ofObj
+        with _ ->
+            None
+
+    /// Points every other descriptor open on the original stdout at stderr. .NET's Console.Out keeps a duplicate of
+    /// fd 1 of its own, so a writer or console logger built before the takeover would otherwise still reach the daemon.
+    let private redirectDuplicates (original: string) (keep: int) =
+        let openFds =
+            try
+                Directory.GetFiles "/proc/self/fd" |> Array.choose (Path.GetFileName >> Int32.TryParse >> function
+                    | true, fd -> Some fd
+                    | _ -> None)
+            with _ ->
+                [||]
+
+        let closeOnExec = 0x80000
+
+        for fd in openFds do
+            if fd > 2 && fd <> keep && describeFd fd = Some original then
+                if Native.dup3 (2, fd, closeOnExec) < 0 then fail (sprintf "dup3(2, %d)" fd)
+
     let private claimUnixStdout () =
+        let original = describeFd 1
         // F_DUPFD_CLOEXEC: the duplicate must not leak into processes that user code starts, or the daemon, which
         // drains our stdout until EOF when the shard ends, would wait for them too.
         let dupCloexec = if OperatingSystem.IsMacOS() || OperatingSystem.IsIOS() then 67 else 1030
         let privateFd = Native.fcntl (1, dupCloexec, 3)
         if privateFd < 0 then fail "fcntl(1, F_DUPFD_CLOEXEC)"
         if Native.dup2 (2, 1) < 0 then fail "dup2(2, 1)"
+        // Only Linux has /proc to find them; elsewhere, writers built before the takeover keep the original stdout.
+        original |> Option.iter (fun original -> redirectDuplicates original privateFd)
         new FileStream(new SafeFileHandle(nativeint privateFd, true), FileAccess.Write, 1) :> Stream
 
     // Unverified: no machine here runs Windows.
@@ -85,17 +115,24 @@ module Stdio =
 
         new FileStream(new SafeFileHandle(privateHandle, true), FileAccess.Write, 1) :> Stream
 
-    let private ignoreSignals () =
+    let private ignoreSignals (onSignal: PosixSignal -> unit) =
         // Under the daemon, Ctrl-C reaches the whole process group; the daemon, not the child, decides when to stop.
         [ PosixSignal.SIGINT; PosixSignal.SIGTERM; PosixSignal.SIGHUP ]
         |> List.map (fun signal ->
-            PosixSignalRegistration.Create(signal, fun context -> context.Cancel <- true) :> IDisposable)
+            PosixSignalRegistration.Create(
+                signal,
+                fun context ->
+                    context.Cancel <- true
+                    onSignal context.Signal
+            )
+            :> IDisposable)
 
     /// Takes stdout over at the file-descriptor level, points Console.Out at stderr, and ignores SIGINT, SIGTERM and
-    /// SIGHUP. Call it once, first thing, from the process's entry point; runs over injected streams never do.
-    let takeOver () =
+    /// SIGHUP, telling `onSignal` of each one ignored. Call it once, first thing, from the process's entry point; runs
+    /// over injected streams never do.
+    let takeOver (onSignal: PosixSignal -> unit) =
         let output =
             if OperatingSystem.IsWindows() then claimWindowsStdout () else claimUnixStdout ()
 
         Console.SetOut Console.Error
-        new StandardStreams(Console.OpenStandardInput(), output, ignoreSignals ())
+        new StandardStreams(Console.OpenStandardInput(), output, ignoreSignals onSignal)

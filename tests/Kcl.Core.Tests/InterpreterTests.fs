@@ -1,3 +1,431 @@
 module Kcl.Core.Tests.InterpreterTests
 
+open System
+open System.IO
+open System.Text
+open System.Threading.Tasks
+open Kcl.Core
+open Kcl.Core.Tests.Harness
+open Microsoft.Extensions.Logging
 open Xunit
+
+let private seqNo = SequenceNumber.parse
+
+let private A = "49590338271490256608559692538361571095921575989136588898"
+let private B = "49590338271490256608559692538362780021741190618311294978"
+let private C = "49590338271490256608559692538363988947560805247485001730"
+let private K = "49590338271490256608559692540925702759324208523137515618"
+
+let private at sequenceNumber sub =
+    Command.Checkpoint(CheckpointTarget.At(seqNo sequenceNumber, sub))
+
+let private latest = Command.Checkpoint CheckpointTarget.LastDelivered
+
+/// Replays transcript `id` against the scripted processor and returns what the processor saw and the log.
+let private replay id script =
+    task {
+        let logger = new CapturingLogger()
+        let processor, seen = scripted script
+        let sessions = transcripts[id]
+
+        for session in sessions do
+            let! code, rest = runInProcess (testOptions logger) processor (fun toChild fromChild -> playThenClose session toChild fromChild)
+            Assert.Equal(0, code)
+            Assert.True(String.IsNullOrWhiteSpace rest, sprintf "the child wrote more than the transcript: %s" rest)
+
+        return List.ofSeq seen, logger.Entries
+    }
+
+let private records events =
+    events
+    |> List.choose (function
+        | Event.RecordsReceived(records, behind) -> Some(records, behind)
+        | _ -> None)
+
+let private checkpointOutcomes events =
+    events
+    |> List.choose (function
+        | Event.CheckpointSucceeded _ -> Some None
+        | Event.CheckpointFailed(_, failure) -> Some(Some failure.Error)
+        | _ -> None)
+
+[<Fact>]
+let ``T01 initialize on a fresh shard`` () =
+    task {
+        let! seen, _ = replay "T01" idle
+        Assert.Equal<Event list>([ Event.Initialized(ShardId "shardId-000000000000", Some(SequenceNumber.ofSentinel Sentinel.TrimHorizon), Some 0L) ], seen)
+    }
+
+[<Fact>]
+let ``T02 initialize resuming from an aggregated checkpoint keeps all 56 digits`` () =
+    task {
+        let! seen, _ = replay "T02" idle
+        Assert.Equal<Event list>([ Event.Initialized(ShardId "shardId-000000000001", Some(seqNo A), Some 3L) ], seen)
+    }
+
+[<Fact>]
+let ``T03 initialize with null checkpoint fields`` () =
+    task {
+        let! seen, _ = replay "T03" idle
+        Assert.Equal<Event list>([ Event.Initialized(ShardId "shardId-000000000002", None, None) ], seen)
+    }
+
+[<Fact>]
+let ``T04 checkpoint at an explicit record position`` () =
+    task {
+        let! seen, _ = replay "T04" { idle with OnRecords = fun _ -> [ at B (Some 0L) ] }
+
+        match records seen with
+        | [ [| first; second |], Some 0L ] ->
+            Assert.Equal<byte[]>("hello"B, first.Data)
+            Assert.Equal("pk-1", first.PartitionKey)
+            Assert.Equal(seqNo A, first.SequenceNumber)
+            Assert.Equal(Some(DateTimeOffset.Parse "2023-11-14T22:13:20.123Z"), first.ApproximateArrivalTimestamp)
+            Assert.Equal<byte[]>("world"B, second.Data)
+            Assert.Equal(Some(DateTimeOffset.Parse "2023-11-14T22:13:20.456Z"), second.ApproximateArrivalTimestamp)
+        | other -> failwithf "unexpected batches %A" other
+
+        Assert.Equal<CheckpointError option list>([ None ], checkpointOutcomes seen)
+    }
+
+[<Fact>]
+let ``T05 checkpoint with no arguments`` () =
+    task {
+        let! seen, _ = replay "T05" { idle with OnRecords = fun _ -> [ latest ] }
+
+        match records seen with
+        | [ batch, Some 1500L ] ->
+            Assert.Equal<string[]>([| "order-1"; "order-2"; "order-3" |], batch |> Array.map (fun r -> Encoding.UTF8.GetString r.Data))
+        | other -> failwithf "unexpected batches %A" other
+
+        Assert.Equal<CheckpointError option list>([ None ], checkpointOutcomes seen)
+    }
+
+[<Fact>]
+let ``T06 several checkpoints before one status`` () =
+    task {
+        let! seen, _ = replay "T06" { idle with OnRecords = fun _ -> [ at A (Some 0L); at B (Some 0L) ] }
+        Assert.Equal<CheckpointError option list>([ None; None ], checkpointOutcomes seen)
+    }
+
+[<Fact>]
+let ``T07 a throttled checkpoint is retried by the library and the processor sees one success`` () =
+    task {
+        let! seen, log = replay "T07" { idle with OnRecords = fun _ -> [ latest ] }
+        Assert.Equal<CheckpointError option list>([ None ], checkpointOutcomes seen)
+        Assert.Contains(log, fun (_, message) -> message.Contains "ThrottlingException")
+    }
+
+[<Fact>]
+let ``T08 a non-retryable checkpoint error reaches the processor, which goes on`` () =
+    task {
+        let! seen, _ = replay "T08" { idle with OnRecords = fun _ -> [ at "12345" None ] }
+        Assert.Equal<CheckpointError option list>([ Some CheckpointError.IllegalArgument ], checkpointOutcomes seen)
+    }
+
+[<Fact>]
+let ``T09 empty batches, with and without millisBehindLatest`` () =
+    task {
+        let! seen, _ = replay "T09" idle
+        Assert.Equal<(Kcl.Core.Record[] * int64 option) list>([ [||], Some 120000L; [||], None ], records seen)
+    }
+
+[<Fact>]
+let ``T10 checkpoint inside a KPL aggregate`` () =
+    task {
+        let! seen, _ = replay "T10" { idle with OnRecords = fun _ -> [ at K (Some 1L) ] }
+
+        match records seen with
+        | [ batch, _ ] ->
+            Assert.Equal<int64[]>([| 0L; 1L; 2L |], batch |> Array.map _.SubSequenceNumber)
+            Assert.All(batch, fun r -> Assert.Equal(seqNo K, r.SequenceNumber))
+        | other -> failwithf "unexpected batches %A" other
+    }
+
+[<Fact>]
+let ``T11 binary and unicode payloads arrive untouched`` () =
+    task {
+        let! seen, _ = replay "T11" idle
+
+        match records seen with
+        | [ [| binary; emoji; escaped; empty |], _ ] ->
+            Assert.Equal<byte[]>([| 0x00uy; 0xFFuy; 0xFEuy; 0x0Auy; 0x0Duy; 0x22uy |], binary.Data)
+            Assert.Equal<byte[]>([| 0xF0uy; 0x9Fuy; 0x98uy; 0x80uy |], emoji.Data)
+            Assert.Equal("ключ-ü-€", emoji.PartitionKey)
+            Assert.Equal("héllo wörld", Encoding.UTF8.GetString escaped.Data)
+            Assert.Equal("tab\tq\"bs\\", escaped.PartitionKey)
+            Assert.Empty empty.Data
+        | other -> failwithf "unexpected batches %A" other
+    }
+
+[<Fact>]
+let ``T12 shardEnded checkpoints at SHARD_END, then exits at EOF`` () =
+    task {
+        let! seen, _ = replay "T12" { idle with OnShardEnded = [ latest ] }
+        Assert.Equal<CheckpointError option list>([ None ], checkpointOutcomes seen)
+    }
+
+[<Fact>]
+let ``T12 the library checkpoints SHARD_END itself when the processor does not, and warns`` () =
+    task {
+        let! _, log = replay "T12" idle
+        Assert.Contains(log, fun (level, message) -> level = LogLevel.Warning && message.Contains "SHARD_END")
+    }
+
+[<Fact>]
+let ``T13 shardEnded with the explicit SHARD_END sentinel`` () =
+    task {
+        let! seen, _ = replay "T13" { idle with OnShardEnded = [ Command.Checkpoint(CheckpointTarget.At(SequenceNumber.shardEnd, None)) ] }
+        Assert.Equal<CheckpointError option list>([ None ], checkpointOutcomes seen)
+    }
+
+[<Fact>]
+let ``T14 leaseLost is answered without a checkpoint`` () =
+    task {
+        let! seen, _ = replay "T14" idle
+        Assert.Equal<Event list>([ Event.LeaseLost ], seen)
+    }
+
+[<Fact>]
+let ``T14 a checkpoint asked for in leaseLost fails locally and nothing is sent`` () =
+    task {
+        let processor =
+            Processor.create () (fun () event ->
+                match event with
+                | Event.LeaseLost -> (), [ latest ]
+                | _ -> (), [])
+
+        let logger = new CapturingLogger()
+        // The transcript's exact lines prove no checkpoint line was written.
+        let! code, _ = runInProcess (testOptions logger) processor (fun toChild fromChild -> playThenClose transcripts["T14"].Head toChild fromChild)
+        Assert.Equal(0, code)
+    }
+
+[<Fact>]
+let ``T15 shutdownRequested takes a final checkpoint, then leaseLost`` () =
+    task {
+        let! seen, _ = replay "T15" { idle with OnShutdownRequested = [ latest ] }
+        Assert.Equal<Event list>([ Event.ShutdownRequested; Event.CheckpointSucceeded CheckpointTarget.LastDelivered; Event.LeaseLost ], seen)
+    }
+
+[<Fact>]
+let ``T16 shutdownRequested after the lease moved is still answered`` () =
+    task {
+        let! seen, _ = replay "T16" { idle with OnShutdownRequested = [ latest ] }
+        Assert.Equal<CheckpointError option list>([ Some CheckpointError.Shutdown ], checkpointOutcomes seen)
+    }
+
+[<Fact>]
+let ``T16 a lease-lost failure escalated from shutdownRequested is answered too`` () =
+    task {
+        let processor =
+            Processor.create () (fun () event ->
+                match event with
+                | Event.ShutdownRequested -> (), [ latest ]
+                | Event.CheckpointFailed(_, failure) -> (), [ Command.Escalate failure ]
+                | _ -> (), [])
+
+        let logger = new CapturingLogger()
+        let! code, _ = runInProcess (testOptions logger) processor (fun toChild fromChild -> playThenClose transcripts["T16"].Head toChild fromChild)
+        Assert.Equal(0, code)
+    }
+
+[<Fact>]
+let ``T17 legacy shutdown TERMINATE behaves as shardEnded`` () =
+    task {
+        let! seen, _ = replay "T17" { idle with OnShardEnded = [ latest ] }
+        Assert.Equal<Event list>([ Event.ShardEnded; Event.CheckpointSucceeded CheckpointTarget.LastDelivered ], seen)
+    }
+
+[<Fact>]
+let ``T18 legacy shutdown ZOMBIE behaves as leaseLost`` () =
+    task {
+        let! seen, _ = replay "T18" idle
+        Assert.Equal<Event list>([ Event.LeaseLost ], seen)
+    }
+
+[<Fact>]
+let ``T19 legacy shutdown from a KCL 2.0 daemon, in two child processes`` () =
+    task {
+        Assert.Equal(2, transcripts["T19"].Length)
+        let! seen, _ = replay "T19" { idle with OnShardEnded = [ latest ] }
+        Assert.Equal<Event list>([ Event.ShardEnded; Event.CheckpointSucceeded CheckpointTarget.LastDelivered; Event.LeaseLost ], seen)
+    }
+
+[<Fact>]
+let ``T20 a complete session`` () =
+    task {
+        let script =
+            {
+                OnRecords = fun batch -> if batch.Length > 0 then [ at B (Some 0L) ] else []
+                OnShardEnded = [ latest ]
+                OnShutdownRequested = []
+            }
+
+        let! seen, _ = replay "T20" script
+        Assert.Equal(2, (records seen).Length)
+        Assert.Equal<CheckpointError option list>([ None; None ], checkpointOutcomes seen)
+    }
+
+[<Fact>]
+let ``every transcript in TRANSCRIPTS.md is replayed by a test here`` () =
+    Assert.Equal<string list>([ for i in 1..20 -> sprintf "T%02d" i ], transcripts |> Map.keys |> List.ofSeq)
+
+(* Failure paths over real pipes. *)
+
+let private runLines options processor (lines: string list) =
+    task {
+        let logger = new CapturingLogger()
+
+        let! code, rest =
+            runInProcess
+                ({ testOptions logger with OnProcessorException = options })
+                processor
+                (fun toChild fromChild ->
+                    task {
+                        for line in lines do
+                            do! toChild.WriteAsync(Encoding.UTF8.GetBytes(line + "\n"))
+
+                        do! toChild.FlushAsync()
+                    })
+
+        return code, rest, logger.Entries
+    }
+
+let private batchLine =
+    """{"action":"processRecords","records":[{"data":"YWJj","partitionKey":"k","sequenceNumber":"1","approximateArrivalTimestamp":1,"subSequenceNumber":0,"action":"record"}],"millisBehindLatest":0}"""
+
+let private failing =
+    Processor.create () (fun () event ->
+        match event with
+        | Event.RecordsReceived _ -> (), [ Command.Fail "cannot store the batch" ]
+        | _ -> (), [])
+
+[<Fact>]
+let ``a failing processor exits with the processor-failure code and sends no status`` () =
+    task {
+        let! code, rest, log = runLines ExceptionPolicy.FailFast failing [ batchLine ]
+        Assert.Equal(int ExitCode.ProcessorFailed, code)
+        Assert.True(String.IsNullOrWhiteSpace rest, rest)
+        Assert.Contains(log, fun (level, message) -> level = LogLevel.Error && message.Contains "cannot store the batch")
+    }
+
+[<Fact>]
+let ``under SkipFailedBatch a failing processor is answered and logged`` () =
+    task {
+        let logger = new CapturingLogger()
+
+        let! code, _ =
+            runInProcess
+                { testOptions logger with OnProcessorException = ExceptionPolicy.SkipFailedBatch }
+                failing
+                (fun toChild fromChild ->
+                    task {
+                        do! toChild.WriteAsync(Encoding.UTF8.GetBytes(batchLine + "\n"))
+                        do! toChild.FlushAsync()
+                        let! status = readLine fromChild
+                        Assert.Equal("""{"action":"status","responseFor":"processRecords"}""", status)
+                        toChild.Dispose()
+                    })
+
+        Assert.Equal(0, code)
+        Assert.Contains(logger.Entries, fun (level, message) -> level = LogLevel.Error && message.Contains "SkipFailedBatch")
+    }
+
+[<Fact>]
+let ``an undecodable line fails fast with its own exit code and is logged with the line`` () =
+    task {
+        let! code, rest, log = runLines ExceptionPolicy.FailFast failing [ """{"action":"processRecords","records":"nope"}""" ]
+        Assert.Equal(int ExitCode.UndecodableInput, code)
+        Assert.True(String.IsNullOrWhiteSpace rest, rest)
+        Assert.Contains(log, fun (level, message) -> level = LogLevel.Error && message.Contains "\"records\":\"nope\"")
+    }
+
+[<Fact>]
+let ``a SHARD_END checkpoint that keeps failing exits with its own code and no status`` () =
+    task {
+        let throttled =
+            """{"action":"checkpoint","sequenceNumber":null,"subSequenceNumber":null,"error":"ThrottlingException"}"""
+
+        let logger = new CapturingLogger()
+
+        let! code, rest =
+            runInProcess
+                { testOptions logger with Retry = { RetryPolicy.NoRetries with MaxAttempts = 2; FullJitter = false; InitialBackoff = TimeSpan.FromMilliseconds 1.0 } }
+                (Processor.create () (fun () _ -> (), []))
+                (fun toChild fromChild ->
+                    task {
+                        do! toChild.WriteAsync(Encoding.UTF8.GetBytes("""{"action":"shardEnded"}""" + "\n"))
+                        do! toChild.FlushAsync()
+
+                        for _ in 1..2 do
+                            let! request = readLine fromChild
+                            Assert.Equal("""{"action":"checkpoint","sequenceNumber":null,"subSequenceNumber":null}""", request)
+                            do! toChild.WriteAsync(Encoding.UTF8.GetBytes(throttled + "\n"))
+                            do! toChild.FlushAsync()
+                    })
+
+        Assert.Equal(int ExitCode.ShardEndNotCheckpointed, code)
+        Assert.True(String.IsNullOrWhiteSpace rest, rest)
+    }
+
+[<Fact>]
+let ``a line of 14 MB is read whole`` () =
+    task {
+        let payload = Array.init (10 * 1024 * 1024 + 512 * 1024) byte
+        let data = Convert.ToBase64String payload
+
+        let line =
+            sprintf
+                """{"action":"processRecords","records":[{"data":"%s","partitionKey":"big","sequenceNumber":"%s","approximateArrivalTimestamp":1700000000123,"subSequenceNumber":0,"action":"record"}],"millisBehindLatest":0}"""
+                data
+                A
+
+        Assert.True(line.Length > 14_000_000)
+        let processor, seen = scripted idle
+        let logger = new CapturingLogger()
+
+        let! code, _ =
+            runInProcess (testOptions logger) processor (fun toChild fromChild ->
+                task {
+                    do! toChild.WriteAsync(Encoding.ASCII.GetBytes(line + "\r\n"))
+                    do! toChild.FlushAsync()
+                    let! status = readLine fromChild
+                    Assert.Equal("""{"action":"status","responseFor":"processRecords"}""", status)
+                    toChild.Dispose()
+                })
+
+        Assert.Equal(0, code)
+
+        match records (List.ofSeq seen) with
+        | [ [| record |], _ ] -> Assert.True((payload = record.Data), "the payload changed")
+        | other -> failwithf "unexpected %A" (other |> List.map (fun (r, _) -> r.Length))
+    }
+
+[<Fact>]
+let ``closing stdin in the middle of a batch ends the run at once with 0`` () =
+    task {
+        let processor =
+            Processor.createTask () (fun () event ->
+                task {
+                    match event with
+                    | Event.RecordsReceived _ -> do! Task.Delay(TimeSpan.FromMinutes 5.0)
+                    | _ -> ()
+
+                    return (), []
+                })
+
+        let logger = new CapturingLogger()
+
+        let! code, rest =
+            runInProcess (testOptions logger) processor (fun toChild _ ->
+                task {
+                    do! toChild.WriteAsync(Encoding.UTF8.GetBytes(batchLine + "\n"))
+                    do! toChild.FlushAsync()
+                    do! Task.Yield()
+                    toChild.Dispose()
+                })
+
+        Assert.Equal(0, code)
+        Assert.True(String.IsNullOrWhiteSpace rest, rest)
+    }
