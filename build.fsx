@@ -219,8 +219,9 @@ let samples () =
 
         exec
             "dotnet"
+            // publish has no --locked-mode switch; the property is what that switch sets.
             ([ "publish"; project; "-c"; "Release"; "-o"; out ]
-             @ (if locked then [ "--locked-mode" ] else []))
+             @ (if locked then [ "-p:RestoreLockedMode=true" ] else []))
 
         let exe = Path.Combine(root, out, name)
 
