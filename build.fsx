@@ -1,0 +1,272 @@
+// Build script for Kcl for .NET. Usage: dotnet fsi build.fsx [target] [--locked] [-- runner args]
+//
+// Deliberately uses no NuGet packages: the configured feed cannot restore FAKE 6, and a script
+// that only needs the SDK keeps working on a fresh machine with an empty package cache.
+
+open System
+open System.Diagnostics
+open System.IO
+open System.Xml.Linq
+
+let root = __SOURCE_DIRECTORY__
+let solution = "Kcl.slnx"
+
+// fsi swallows a literal "--" and hands us everything after the script name, so the first
+// argument is the target, --locked is ours, and everything else goes to the test runner.
+let args = fsi.CommandLineArgs |> Array.skip 1 |> List.ofArray
+
+let target, scriptArgs =
+    match args with
+    | t :: rest when not (t.StartsWith "-") -> Some t, rest
+    | rest -> None, rest
+
+let locked =
+    List.contains "--locked" scriptArgs
+    || String.Equals(Environment.GetEnvironmentVariable "CI", "true", StringComparison.OrdinalIgnoreCase)
+
+let runnerArgs = scriptArgs |> List.filter ((<>) "--locked")
+
+exception StepFailed of string
+
+/// Runs a command with the console inherited, so its output streams live; returns the exit code.
+let run (exe: string) (argv: string list) =
+    printfn "> %s %s" exe (String.Join(" ", argv))
+
+    let psi =
+        ProcessStartInfo(exe, argv, WorkingDirectory = root, UseShellExecute = false)
+
+    use p = Process.Start psi
+    p.WaitForExit()
+    p.ExitCode
+
+let exec exe argv =
+    let code = run exe argv
+
+    if code <> 0 then
+        raise (StepFailed(sprintf "%s %s exited with %d" exe (String.Join(" ", argv)) code))
+
+/// Asks MSBuild for the output path and assembly name, so a renamed assembly or a new TFM needs no
+/// script change. Two properties are requested because with one MSBuild prints a bare value, not JSON.
+let projectInfo (project: string) =
+    let psi =
+        ProcessStartInfo(
+            "dotnet",
+            [
+                "msbuild"
+                project
+                "-p:Configuration=Release"
+                "-getProperty:TargetPath"
+                "-getProperty:AssemblyName"
+            ],
+            WorkingDirectory = root,
+            UseShellExecute = false,
+            RedirectStandardOutput = true
+        )
+
+    use p = Process.Start psi
+    let out = p.StandardOutput.ReadToEnd()
+    p.WaitForExit()
+
+    if p.ExitCode <> 0 then
+        raise (StepFailed(sprintf "cannot evaluate %s: %s" project out))
+
+    use doc = Text.Json.JsonDocument.Parse out
+    let props = doc.RootElement.GetProperty "Properties"
+
+    {|
+        TargetPath = props.GetProperty("TargetPath").GetString()
+        AssemblyName = props.GetProperty("AssemblyName").GetString()
+    |}
+
+/// Test and sample projects are discovered, so adding one needs no change here.
+let discover folder =
+    let dir = Path.Combine(root, folder)
+
+    if Directory.Exists dir then
+        [
+            for pattern in [ "*.fsproj"; "*.csproj" ] do
+                yield! Directory.GetFiles(dir, pattern, SearchOption.AllDirectories)
+        ]
+        |> List.filter (fun p -> Path.GetRelativePath(dir, p).Split(Path.DirectorySeparatorChar).Length = 2)
+        |> List.map (fun p -> Path.GetRelativePath(root, p))
+        |> List.sort
+    else
+        []
+
+// Several targets need restored tools and packages; do it once per invocation.
+let mutable restored = false
+
+let restore () =
+    if not restored then
+        exec "dotnet" [ "tool"; "restore" ]
+        exec "dotnet" ([ "restore"; solution ] @ (if locked then [ "--locked-mode" ] else []))
+        restored <- true
+
+let mutable built = false
+
+let build () =
+    restore ()
+
+    if not built then
+        exec "dotnet" [ "build"; solution; "-c"; "Release"; "--no-restore" ]
+        built <- true
+
+type Counts =
+    {
+        Passed: int
+        Failed: int
+        Skipped: int
+    }
+
+let zero = { Passed = 0; Failed = 0; Skipped = 0 }
+
+let add a b =
+    {
+        Passed = a.Passed + b.Passed
+        Failed = a.Failed + b.Failed
+        Skipped = a.Skipped + b.Skipped
+    }
+
+let brokenProject = { zero with Failed = 1 }
+
+/// Runs one test project's xunit.v3 executable directly and reads its counts from the xUnit XML
+/// report: the console summary is meant for people, the XML is a stable format.
+let runTestProject (project: string) =
+    let name = Path.GetFileNameWithoutExtension project
+
+    if not (File.ReadAllText(Path.Combine(root, solution)).Contains(project.Replace('\\', '/'))) then
+        eprintfn "error: %s is not in %s, so it was not built; add it with 'dotnet sln add'" project solution
+        brokenProject
+    else
+        let dll = (projectInfo project).TargetPath
+        let report = Path.Combine(root, "artifacts", "test-results", name + ".xml")
+        Directory.CreateDirectory(Path.GetDirectoryName report) |> ignore
+        File.Delete report
+        let code = run "dotnet" ([ dll; "-noColor"; "-xml"; report ] @ runnerArgs)
+
+        if not (File.Exists report) then
+            eprintfn "error: %s wrote no report (exit code %d)" name code
+            brokenProject
+        else
+            let attr (e: XElement) (n: string) =
+                match e.Attribute(XName.Get n) with
+                | null -> 0
+                | a -> int a.Value
+
+            let assemblies =
+                XDocument.Load(report).Root.Elements(XName.Get "assembly") |> List.ofSeq
+
+            let sum n =
+                assemblies |> List.sumBy (fun a -> attr a n)
+            // "errors" are failures outside any test (fixture, cleanup, crash); count them as failed.
+            let counts =
+                {
+                    Passed = sum "passed"
+                    Failed = sum "failed" + sum "errors"
+                    Skipped = sum "skipped"
+                }
+
+            // A test project that runs nothing is broken, unless a filter legitimately selected nothing.
+            if sum "total" = 0 && List.isEmpty runnerArgs then
+                eprintfn "error: %s ran no test" name
+                add counts brokenProject
+            elif code <> 0 && counts.Failed = 0 then
+                eprintfn "error: %s exited with %d but reported no failure" name code
+                add counts brokenProject
+            else
+                counts
+
+let test () =
+    let projects = discover "tests"
+
+    let counts =
+        try
+            build ()
+            projects |> List.map runTestProject |> List.fold add zero
+        with e ->
+            // Nothing (more) could run; still end with the summary line that CI reads.
+            eprintfn
+                "error: %s"
+                (match e with
+                 | StepFailed msg -> msg
+                 | e -> string e)
+
+            { zero with
+                Failed = max 1 projects.Length
+            }
+
+    let failed = counts.Failed > 0 || counts.Passed + counts.Failed + counts.Skipped = 0
+
+    let counts =
+        if failed && counts.Failed = 0 then
+            brokenProject
+        else
+            counts
+
+    printfn "%d passed, %d failed, %d skipped" counts.Passed counts.Failed counts.Skipped
+
+    if failed then
+        exit 1
+
+/// Publishes each sample to artifacts/samples/<assembly>/ so that <assembly>/<assembly> is the
+/// executable the MultiLangDaemon's properties file names.
+let samples () =
+    restore ()
+
+    for project in discover "samples" do
+        let name = (projectInfo project).AssemblyName
+        let out = Path.Combine("artifacts", "samples", name)
+
+        exec
+            "dotnet"
+            // publish has no --locked-mode switch; the property is what that switch sets.
+            ([ "publish"; project; "-c"; "Release"; "-o"; out ]
+             @ (if locked then [ "-p:RestoreLockedMode=true" ] else []))
+
+        let exe = Path.Combine(root, out, name)
+
+        if not (File.Exists exe) then
+            raise (StepFailed(sprintf "%s did not produce %s" project exe))
+
+        printfn "sample: %s" (Path.GetRelativePath(root, exe))
+
+// The default job when no target is given (a local daemon runner will join it later).
+let mainJob = [ "build"; "samples" ]
+
+let rec help () =
+    printfn "usage: dotnet fsi build.fsx [target] [--locked] [-- test runner args]"
+    printfn ""
+
+    for name, description, _ in targets () do
+        printfn "  %-8s %s" name description
+
+    printfn ""
+    printfn "With no target: %s." (String.Join(" then ", mainJob))
+
+// Adding a target: write its function above and add one line here.
+and targets () : (string * string * (unit -> unit)) list =
+    [
+        "build", "restore tools and packages (locked with CI=true or --locked), build Kcl.slnx in Release", build
+        "test", "build, run every tests/* project, end with 'N passed, N failed, N skipped'", test
+        "samples", "publish every samples/* project to artifacts/samples/<assembly-name>/", samples
+        "help", "list the targets", help
+    ]
+
+let runTarget name =
+    match targets () |> List.tryFind (fun (n, _, _) -> n = name) with
+    | Some(_, _, f) -> f ()
+    | None ->
+        eprintfn
+            "error: unknown target '%s'; targets: %s"
+            name
+            (String.Join(", ", targets () |> List.map (fun (n, _, _) -> n)))
+
+        exit 2
+
+try
+    match target with
+    | Some t -> runTarget t
+    | None -> mainJob |> List.iter runTarget
+with StepFailed msg ->
+    eprintfn "error: %s" msg
+    exit 1
