@@ -176,12 +176,39 @@ let runTestProject (project: string) =
             else
                 counts
 
+/// Publishes each sample to artifacts/samples/<assembly>/ so that <assembly>/<assembly> is the
+/// executable the MultiLangDaemon's properties file names.
+let samples () =
+    restore ()
+
+    for project in discover "samples" do
+        let name = (projectInfo project).AssemblyName
+        let out = Path.Combine("artifacts", "samples", name)
+
+        exec
+            "dotnet"
+            // publish has no --locked-mode switch; the property is what that switch sets.
+            ([ "publish"; project; "-c"; "Release"; "-o"; out ]
+             @ (if locked then [ "-p:RestoreLockedMode=true" ] else []))
+
+        let exe = Path.Combine(root, out, name)
+
+        if not (File.Exists exe) then
+            raise (StepFailed(sprintf "%s did not produce %s" project exe))
+
+        printfn "sample: %s" (Path.GetRelativePath(root, exe))
+
 let test () =
-    let projects = discover "tests"
+    // Only *Tests projects hold tests; others under tests/ are fixtures, such as the child processes they start.
+    let projects =
+        discover "tests"
+        |> List.filter (fun p -> Path.GetFileNameWithoutExtension(p).EndsWith "Tests")
 
     let counts =
         try
             build ()
+            // The process-level tests start the published samples, as the daemon would.
+            samples ()
             projects |> List.map runTestProject |> List.fold add zero
         with e ->
             // Nothing (more) could run; still end with the summary line that CI reads.
@@ -208,28 +235,6 @@ let test () =
     if failed then
         exit 1
 
-/// Publishes each sample to artifacts/samples/<assembly>/ so that <assembly>/<assembly> is the
-/// executable the MultiLangDaemon's properties file names.
-let samples () =
-    restore ()
-
-    for project in discover "samples" do
-        let name = (projectInfo project).AssemblyName
-        let out = Path.Combine("artifacts", "samples", name)
-
-        exec
-            "dotnet"
-            // publish has no --locked-mode switch; the property is what that switch sets.
-            ([ "publish"; project; "-c"; "Release"; "-o"; out ]
-             @ (if locked then [ "-p:RestoreLockedMode=true" ] else []))
-
-        let exe = Path.Combine(root, out, name)
-
-        if not (File.Exists exe) then
-            raise (StepFailed(sprintf "%s did not produce %s" project exe))
-
-        printfn "sample: %s" (Path.GetRelativePath(root, exe))
-
 // The default job when no target is given (a local daemon runner will join it later).
 let mainJob = [ "build"; "samples" ]
 
@@ -247,7 +252,7 @@ let rec help () =
 and targets () : (string * string * (unit -> unit)) list =
     [
         "build", "restore tools and packages (locked with CI=true or --locked), build Kcl.slnx in Release", build
-        "test", "build, run every tests/* project, end with 'N passed, N failed, N skipped'", test
+        "test", "build, publish the samples, run every tests/*Tests project, end with 'N passed, N failed, N skipped'", test
         "samples", "publish every samples/* project to artifacts/samples/<assembly-name>/", samples
         "help", "list the targets", help
     ]
