@@ -6,6 +6,8 @@ open System.Text
 open System.Threading.Tasks
 open Kcl.Core
 open Kcl.Core.Tests.Harness
+open FsCheck
+open FsCheck.FSharp
 open Microsoft.Extensions.Logging
 open Xunit
 
@@ -428,4 +430,109 @@ let ``closing stdin in the middle of a batch ends the run at once with 0`` () =
 
         Assert.Equal(0, code)
         Assert.True(String.IsNullOrWhiteSpace rest, rest)
+    }
+
+(* Garbage and hostile input, through the whole interpreter: POLICY.md's outcome, a clear error, no hang, and
+   nothing but protocol lines on stdout. *)
+
+let private initializeLine =
+    """{"action":"initialize","shardId":"shardId-000000000000","sequenceNumber":"TRIM_HORIZON","subSequenceNumber":0}"""
+
+let private hostileLine: Gen<byte[]> =
+    let fixedLines =
+        [
+            "null"
+            "[1,2]"
+            "42"
+            "\"processRecords\""
+            "{"
+            "{}"
+            "{\"action\":null}"
+            "{\"action\":42}"
+            "{\"action\":\"processRecords\"}"
+            "{\"action\":\"processRecords\",\"records\":\"nope\"}"
+            "{\"action\":\"processRecords\",\"records\":[{\"data\":\"!!!\",\"sequenceNumber\":\"1\"}]}"
+            "{\"action\":\"processRecords\",\"records\":[{\"data\":\"\",\"sequenceNumber\":\"x1\"}]}"
+            "{\"action\":\"processRecords\",\"records\":[{\"data\":\"\"}]}"
+            "{\"action\":\"processRecords\",\"records\":[{\"data\":\"\",\"sequenceNumber\":\"1\",\"subSequenceNumber\":99999999999999999999}]}"
+            "{\"action\":\"processRecords\",\"records\":[{\"data\":\"\",\"sequenceNumber\":\"1\",\"subSequenceNumber\":1e30}]}"
+            "{\"action\":\"processRecords\",\"records\":[],\"millisBehindLatest\":\"soon\"}"
+            "{\"action\":\"initialize\"}"
+            "{\"action\":\"shutdown\",\"reason\":null}"
+            "{\"action\":\"shutdown\",\"reason\":\"REBALANCE\"}"
+            "{\"action\":{\"nested\":[[[{\"junk\":true}]]]}}"
+            String.replicate 10000 "["
+            "   "
+        ]
+        |> List.map Encoding.UTF8.GetBytes
+
+    let randomBytes =
+        Gen.choose (0, 255)
+        |> Gen.map byte
+        |> Gen.filter (fun b -> b <> 10uy && b <> 13uy)
+        |> Gen.arrayOf
+        |> Gen.filter (fun bytes -> bytes.Length > 0)
+
+    let truncated =
+        Gen.filter
+            (function
+            | DaemonMessage.CheckpointReply _ -> false
+            | _ -> true)
+            Generators.daemonMessage
+        |> Gen.map (Json.encodeDaemonMessage Json.DaemonCharset.Utf8)
+        |> Gen.filter (fun line -> line.Length > 1)
+        |> Gen.bind (fun line ->
+            Gen.choose (1, line.Length - 1) |> Gen.map (fun cut -> line[.. cut - 1]))
+        // A cut inside a string could leave a bare '\n' escape's backslash but never a raw newline; keep lines whole.
+        |> Gen.filter (fun bytes -> not (Array.contains 10uy bytes))
+
+    Gen.oneof [ Gen.elements fixedLines; randomBytes; truncated ]
+
+[<Fact>]
+let ``hostile input fails fast with a clear error, never hangs, and leaves only protocol lines on stdout`` () =
+    let property (line: byte[]) =
+        let logger = new CapturingLogger()
+
+        let code, rest =
+            (runInProcess (testOptions logger) (Processor.create () (fun () _ -> (), [])) (fun toChild fromChild ->
+                task {
+                    do! play [ Daemon initializeLine; Child """{"action":"status","responseFor":"initialize"}""" ] toChild fromChild
+                    do! toChild.WriteAsync(ReadOnlyMemory(Array.append line "\n"B))
+                    do! toChild.FlushAsync()
+                }))
+                .GetAwaiter()
+                .GetResult()
+
+        let errors =
+            logger.Entries |> List.filter (fun (level, _) -> level = LogLevel.Error)
+
+        (code = int ExitCode.UndecodableInput
+         && String.IsNullOrWhiteSpace rest
+         && errors |> List.exists (fun (_, message) -> message.Contains "cannot act on a line from the daemon"))
+        |> Prop.label (sprintf "exit %d, stdout %A, errors %A" code rest errors)
+
+    Check.One(
+        Config.QuickThrowOnFailure.WithMaxTest 300,
+        Prop.forAll (Arb.fromGen hostileLine) property
+    )
+
+[<Fact>]
+let ``an unknown action from a newer daemon is answered, and the run goes on`` () =
+    task {
+        let logger = new CapturingLogger()
+
+        let exchanges =
+            [
+                Daemon """{"action":"rebalanceRequested","deadline":5}"""
+                Child """{"action":"status","responseFor":"rebalanceRequested"}"""
+                Daemon initializeLine
+                Child """{"action":"status","responseFor":"initialize"}"""
+                EndOfInput
+            ]
+
+        let! code, rest = runInProcess (testOptions logger) (Processor.create () (fun () _ -> (), [])) (fun toChild fromChild ->
+                playThenClose exchanges toChild fromChild)
+        Assert.Equal(0, code)
+        Assert.True(String.IsNullOrWhiteSpace rest)
+        Assert.Contains(logger.Entries, fun (level, message) -> level = LogLevel.Warning && message.Contains "rebalanceRequested")
     }

@@ -20,7 +20,7 @@ type private Child =
     member this.StderrText =
         lock this.Stderr (fun () -> this.Stderr.ToString())
 
-let private start (file: string) (arguments: string list) =
+let private startWith (environment: (string * string) list) (file: string) (arguments: string list) =
     if Path.IsPathRooted file && not (File.Exists file) then
         failwithf "%s does not exist; build the solution and run `dotnet fsi build.fsx samples` first" file
 
@@ -36,6 +36,10 @@ let private start (file: string) (arguments: string list) =
         )
 
     info.Environment["KCL_LOG_LEVEL"] <- "debug"
+
+    for name, value in environment do
+        info.Environment[name] <- value
+
     let child = Process.Start info
     let stderr = StringBuilder()
 
@@ -56,6 +60,8 @@ let private start (file: string) (arguments: string list) =
         Stderr = stderr
         StderrDone = drain
     }
+
+let private start = startWith []
 
 /// Plays the exchanges, then waits for the exit and checks that stdout held nothing but protocol lines.
 let private playAndFinish (child: Child) (exchanges: Exchange list) =
@@ -134,10 +140,12 @@ let ``SIGINT, SIGTERM and SIGHUP to the process group do not end the child, and 
         Assert.Equal(0, code)
     }
 
+let private sample =
+    Path.Combine(repositoryRoot, "artifacts", "samples", "fsharp-consumer", "fsharp-consumer")
+
 [<Fact>]
 let ``the published F# sample runs a whole shard lifecycle over real pipes`` () =
     task {
-        let sample = Path.Combine(repositoryRoot, "artifacts", "samples", "fsharp-consumer", "fsharp-consumer")
         let child = start sample []
         let transcript = transcripts["T20"].Head
 
@@ -176,4 +184,32 @@ let ``the published F# sample runs a whole shard lifecycle over real pipes`` () 
         // One log entry per line, in the format of POLICY.md: time, level, shard id, message.
         for line in stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries) do
             Assert.Matches(@"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (TRACE|DEBUG|INFO |WARN |ERROR|CRIT ) \[[^\]]+\] ", line)
+    }
+
+[<Fact>]
+let ``a child given garbage exits with the undecodable-input code and writes nothing to stdout`` () =
+    task {
+        let child = start sample []
+        let! code = playAndFinish child [ Daemon "null" ]
+        Assert.Equal(3, code)
+        Assert.Contains("expected a JSON object, found null", child.StderrText)
+    }
+
+[<Fact>]
+let ``KCL_LOG_FILE sends the log to a file and KCL_LOG_LEVEL filters it`` () =
+    task {
+        let logFile = Path.GetTempFileName()
+
+        try
+            let child = startWith [ "KCL_LOG_FILE", logFile; "KCL_LOG_LEVEL", "warning" ] sample []
+            let initialize = transcripts["T01"].Head
+            let! code = playAndFinish child (initialize @ [ Daemon "[]" ])
+            Assert.Equal(3, code)
+            Assert.DoesNotContain("INFO", child.StderrText)
+            Assert.DoesNotContain("ERROR", child.StderrText)
+            let log = File.ReadAllText logFile
+            Assert.Contains("ERROR [shardId-000000000000] Kcl: cannot act on a line from the daemon", log)
+            Assert.DoesNotContain("INFO", log)
+        finally
+            File.Delete logFile
     }
