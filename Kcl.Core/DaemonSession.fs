@@ -1,0 +1,3 @@
+module Kcl.Core.DaemonSession
+
+let placeholder = 0

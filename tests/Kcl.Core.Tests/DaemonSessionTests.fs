@@ -1,0 +1,3 @@
+module Kcl.Core.Tests.DaemonSessionTests
+
+open Xunit
