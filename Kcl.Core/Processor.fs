@@ -135,7 +135,7 @@ module Processor =
     let createTask (initial: 'State) (update: 'State -> Event -> Task<'State * Command list>) : Processor<'State> =
         { Initial = initial; Update = update }
 
-    let private runOver (options: RunOptions) (loggerFactory: ILoggerFactory) (input, output) processor cancellationToken =
+    let private runOver (options: RunOptions) (loggerFactory: ILoggerFactory) (input, output) (handler: IActionHandler) cancellationToken =
         let settings =
             {
                 Input = input
@@ -149,7 +149,6 @@ module Processor =
                 OnTransition = fun _ _ _ -> ()
             }
 
-        let handler = ProcessorHandler(processor, loggerFactory.CreateLogger "Processor")
         Interpreter.runAsync settings handler cancellationToken
 
     let private defaultLoggerFactory () =
@@ -157,26 +156,16 @@ module Processor =
 
         LoggerFactory.Create(fun builder -> builder.SetMinimumLevel(provider.MinimumLevel).AddProvider(provider) |> ignore)
 
-    /// Runs the processor as configured and returns the exit code (see `ExitCode`).
-    let runWith (options: RunOptions) (processor: Processor<'State>) (cancellationToken: CancellationToken) : Task<int> =
+    /// Runs a handler built from the run's logger factory; every way of running a processor ends here.
+    let internal runHandlerWith (options: RunOptions) (makeHandler: ILoggerFactory -> IActionHandler) cancellationToken =
         task {
-            let mutable log: ILogger = Abstractions.NullLogger.Instance
-
-            let onSignal (signal: Runtime.InteropServices.PosixSignal) =
-                log.LogInformation("ignoring {Signal}: under the daemon, the daemon decides when this child ends", signal)
-
             // Stdout is claimed before any logger exists, so not even the library's own start-up can write to it.
-            let stdio =
+            let streams, stdio =
                 match options.Streams with
-                | Some _ -> null
-                | None -> Stdio.takeOver onSignal
-
-            use _ = stdio
-
-            let streams =
-                match options.Streams with
-                | Some streams -> streams
-                | None -> stdio.Input, stdio.Output
+                | Some streams -> streams, None
+                | None ->
+                    let stdio = Stdio.takeOver ()
+                    (stdio.Input, stdio.Output), Some stdio
 
             let ownedFactory =
                 match options.LoggerFactory with
@@ -185,12 +174,33 @@ module Processor =
 
             try
                 let loggerFactory = options.LoggerFactory |> Option.orElse ownedFactory |> Option.get
-                log <- loggerFactory.CreateLogger "Kcl"
-                let! code = runOver options loggerFactory streams processor cancellationToken
+                let log = loggerFactory.CreateLogger "Kcl"
+
+                stdio
+                |> Option.iter (fun stdio ->
+                    stdio.OnSignal <-
+                        fun signal ->
+                            log.LogInformation(
+                                "ignoring {Signal}: under the daemon, the daemon decides when this child ends",
+                                signal
+                            ))
+
+                let! code = runOver options loggerFactory streams (makeHandler loggerFactory) cancellationToken
                 return int code
             finally
                 ownedFactory |> Option.iter _.Dispose()
         }
+
+    /// Runs an action handler, such as the C# facade's adapter, as configured.
+    let internal runHandler (options: RunOptions) (handler: IActionHandler) cancellationToken =
+        runHandlerWith options (fun _ -> handler) cancellationToken
+
+    /// Runs the processor as configured and returns the exit code (see `ExitCode`).
+    let runWith (options: RunOptions) (processor: Processor<'State>) (cancellationToken: CancellationToken) : Task<int> =
+        runHandlerWith
+            options
+            (fun loggerFactory -> ProcessorHandler(processor, loggerFactory.CreateLogger "Processor"))
+            cancellationToken
 
     /// Runs the processor as the daemon's child over the real stdin and stdout, with the default options, and returns
     /// the process exit code. Call it from `main`.

@@ -41,21 +41,17 @@ module internal Native =
         uint32 options
     )
 
-/// The protocol's own standard streams, once taken over; disposing restores nothing, as the process is ending.
-[<Sealed; AllowNullLiteral>]
-type StandardStreams internal (input: Stream, output: Stream, signals: IDisposable list) =
+/// The protocol's own standard streams, claimed once for the life of the process.
+[<Sealed>]
+type StandardStreams internal (input: Stream, output: Stream) =
     /// The daemon's messages: the process's stdin.
     member _.Input = input
 
     /// The protocol channel: a private duplicate of the original stdout.
     member _.Output = output
 
-    interface IDisposable with
-        member _.Dispose() =
-            for registration in signals do
-                registration.Dispose()
-
-            output.Dispose()
+    /// Told of each SIGINT, SIGTERM and SIGHUP that was ignored; the running interpreter logs them.
+    member val OnSignal: PosixSignal -> unit = ignore with get, set
 
 /// Claims the real stdin and stdout for the protocol.
 [<RequireQualifiedAccess>]
@@ -115,24 +111,34 @@ module Stdio =
 
         new FileStream(new SafeFileHandle(privateHandle, true), FileAccess.Write, 1) :> Stream
 
-    let private ignoreSignals (onSignal: PosixSignal -> unit) =
+    let private ignoreSignals (streams: StandardStreams) =
         // Under the daemon, Ctrl-C reaches the whole process group; the daemon, not the child, decides when to stop.
-        [ PosixSignal.SIGINT; PosixSignal.SIGTERM; PosixSignal.SIGHUP ]
-        |> List.map (fun signal ->
+        // The registrations live as long as the process.
+        for signal in [ PosixSignal.SIGINT; PosixSignal.SIGTERM; PosixSignal.SIGHUP ] do
             PosixSignalRegistration.Create(
                 signal,
                 fun context ->
                     context.Cancel <- true
-                    onSignal context.Signal
+                    streams.OnSignal context.Signal
             )
-            :> IDisposable)
+            |> ignore
+
+    let private gate = obj ()
+    let mutable private claimed: StandardStreams option = None
 
     /// Takes stdout over at the file-descriptor level, points Console.Out at stderr, and ignores SIGINT, SIGTERM and
-    /// SIGHUP, telling `onSignal` of each one ignored. Call it once, first thing, from the process's entry point; runs
-    /// over injected streams never do.
-    let takeOver (onSignal: PosixSignal -> unit) =
-        let output =
-            if OperatingSystem.IsWindows() then claimWindowsStdout () else claimUnixStdout ()
+    /// SIGHUP. The first call does it; later calls return the same streams, so a host may claim stdout early and the
+    /// run later. Runs over injected streams never call it.
+    let takeOver () =
+        lock gate (fun () ->
+            match claimed with
+            | Some streams -> streams
+            | None ->
+                let output =
+                    if OperatingSystem.IsWindows() then claimWindowsStdout () else claimUnixStdout ()
 
-        Console.SetOut Console.Error
-        new StandardStreams(Console.OpenStandardInput(), output, ignoreSignals onSignal)
+                Console.SetOut Console.Error
+                let streams = StandardStreams(Console.OpenStandardInput(), output)
+                ignoreSignals streams
+                claimed <- Some streams
+                streams)
