@@ -23,10 +23,19 @@ public static class KclHosting
     /// the Ctrl-C and SIGTERM that a child must ignore.
     /// </summary>
     public static TBuilder UseKclChildDefaults<TBuilder>(this TBuilder builder)
+        where TBuilder : IHostApplicationBuilder =>
+        ConfigureChild(builder, claimStandardStreams: true);
+
+    /// <summary>Tests run many hosts in one process and must leave its stdout alone.</summary>
+    internal static TBuilder ConfigureChild<TBuilder>(TBuilder builder, bool claimStandardStreams)
         where TBuilder : IHostApplicationBuilder
     {
         ArgumentNullException.ThrowIfNull(builder);
-        Runtime.ClaimStandardStreams();
+        if (claimStandardStreams)
+        {
+            Runtime.ClaimStandardStreams();
+        }
+
         builder.Logging.ClearProviders();
         var provider = KclLoggerProvider.FromEnvironment(Console.Error);
         builder.Logging.SetMinimumLevel(provider.MinimumLevel).AddProvider(provider);
