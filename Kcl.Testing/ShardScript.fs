@@ -147,7 +147,7 @@ type ShardScript internal (state: ScriptState) =
 
     /// A copy that sends this message next, as it is: for legacy `shutdown` messages and cases the methods above do
     /// not cover.
-    member internal _.Then(message: DaemonMessage) =
+    member internal _.Then(message: DaemonMessage) : ShardScript =
         ShardScript { state with Actions = message :: state.Actions }
 
     /// A copy that answers every checkpoint request with this daemon error, e.g. "ThrottlingException".

@@ -140,13 +140,17 @@ let ``SIGINT, SIGTERM and SIGHUP to the process group do not end the child, and 
         Assert.Equal(0, code)
     }
 
-let private sample =
-    Path.Combine(repositoryRoot, "artifacts", "samples", "fsharp-consumer", "fsharp-consumer")
+let private published name =
+    Path.Combine(repositoryRoot, "artifacts", "samples", name, name)
 
-[<Fact>]
-let ``the published F# sample runs a whole shard lifecycle over real pipes`` () =
+let private sample = published "fsharp-consumer"
+
+[<Theory>]
+[<InlineData "fsharp-consumer">]
+[<InlineData "csharp-consumer">]
+let ``a published sample runs a whole shard lifecycle over real pipes`` (name: string) =
     task {
-        let child = start sample []
+        let child = start (published name) []
         let transcript = transcripts["T20"].Head
 
         // T20, except that the sample checkpoints each batch with no arguments (at its last record).
