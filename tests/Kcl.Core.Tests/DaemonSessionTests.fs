@@ -1,3 +1,399 @@
 module Kcl.Core.Tests.DaemonSessionTests
 
+open System
+open System.Text
+open FsCheck
+open FsCheck.FSharp
+open Kcl.Core
+open Kcl.Core.Tests.Harness
 open Xunit
+
+type private Session = DaemonSession.Session
+
+let private A = "49590338271490256608559692538361571095921575989136588898"
+let private B = "49590338271490256608559692538362780021741190618311294978"
+let private C = "49590338271490256608559692538363988947560805247485001730"
+let private shard = ShardId "shardId-000000000000"
+
+let private position sequence sub =
+    {
+        SequenceNumber = SequenceNumber.parse sequence
+        SubSequenceNumber = sub
+    }
+
+let private record sequence sub =
+    {
+        Data = [| 1uy |]
+        PartitionKey = "pk"
+        SequenceNumber = SequenceNumber.parse sequence
+        SubSequenceNumber = sub
+        ApproximateArrivalTimestamp = None
+    }
+
+let private initialize sequence sub =
+    DaemonMessage.Initialize(shard, Some(SequenceNumber.parse sequence), Some sub)
+
+let private batch (records: (string * int64) list) =
+    DaemonMessage.ProcessRecords(records |> List.map (fun (s, sub) -> record s sub) |> Array.ofList, Some 0L)
+
+let private utf8 (text: string) = Encoding.UTF8.GetBytes text
+let private line (text: string) = utf8 (text + "\n")
+
+let private sendAll messages (session: Session) =
+    (session, messages) ||> List.fold (fun session message -> fst (DaemonSession.send message session))
+
+let private receiveAll lines (session: Session) =
+    (session, lines) ||> List.fold (fun session text -> fst (DaemonSession.receive text session))
+
+let private fresh = DaemonSession.create (SessionOptions.Create shard)
+
+let private withFaults faults =
+    DaemonSession.create { SessionOptions.Create shard with Faults = faults }
+
+let private status action = sprintf """{"action":"status","responseFor":"%s"}""" action
+
+let private checkpointLine (sequence: string option) (sub: int64 option) =
+    let sequence = sequence |> Option.map (sprintf "\"%s\"") |> Option.defaultValue "null"
+    let sub = sub |> Option.map string |> Option.defaultValue "null"
+    sprintf """{"action":"checkpoint","sequenceNumber":%s,"subSequenceNumber":%s}""" sequence sub
+
+/// Sends a checkpoint line and returns the session and the reply's error (`None` on success); fails without a reply.
+let private checkpointAt sequence sub (session: Session) =
+    let session, outcome = DaemonSession.receive (checkpointLine sequence sub) session
+
+    match outcome.Reply with
+    | Some(DaemonMessage.CheckpointReply(_, _, error)) -> session, error
+    | other -> failwithf "expected a checkpoint reply, got %A" other
+
+let private kinds (findings: Finding list) = findings |> List.map _.Kind
+
+// ---- transcripts, played from the daemon's side ------------------------------------------------------------------
+
+// The scenario each transcript needs from the daemon: T07's throttled first attempt, T08's lease at A, T16's lost lease.
+let private optionsFor id shardId =
+    let options = SessionOptions.Create shardId
+
+    match id with
+    | "T07" -> { options with Faults = [ FaultRule.Times(CheckpointError.Throttling, 1, 1) ] }
+    | "T08" -> { options with Checkpoint = Some(position A 0L) }
+    | "T16" -> { options with Faults = [ FaultRule.Times(CheckpointError.Shutdown, 1, 1) ] }
+    | _ -> options
+
+let private replay id (exchanges: Exchange list) =
+    let shardId =
+        exchanges
+        |> List.tryPick (function
+            | Daemon text ->
+                match Json.decodeDaemonLine text with
+                | Ok(DaemonMessage.Initialize(shardId, _, _)) -> Some shardId
+                | _ -> None
+            | _ -> None)
+        |> Option.defaultValue shard
+
+    let mutable session = DaemonSession.create (optionsFor id shardId)
+    let mutable pendingReply: byte[] option = None
+
+    for exchange in exchanges do
+        match exchange with
+        | Daemon text ->
+            match Json.decodeDaemonLine text with
+            | Ok(DaemonMessage.CheckpointReply _) ->
+                // The daemon's reply must already have been produced by `receive`, byte for byte.
+                Assert.Equal<byte[]>(line text, pendingReply |> Option.defaultWith (fun () -> failwithf "%s: no reply" id))
+                pendingReply <- None
+            | Ok message ->
+                Assert.Equal(Next.SendAction, DaemonSession.nextStep session)
+                let next, bytes = DaemonSession.send message session
+                Assert.Equal<byte[]>(line text, bytes)
+                session <- next
+            | Error error -> failwithf "%s: %s" id (error.Describe())
+        | Child text ->
+            Assert.Equal(Next.ReadLine, DaemonSession.nextStep session)
+            let next, outcome = DaemonSession.receive text session
+            Assert.True(pendingReply.IsNone, sprintf "%s: a reply was not in the transcript" id)
+            pendingReply <- if outcome.ReplyBytes.Length = 0 then None else Some outcome.ReplyBytes
+            session <- next
+        | EndOfInput -> Assert.Equal(Next.CloseStdin, DaemonSession.nextStep session)
+
+    Assert.True(pendingReply.IsNone, sprintf "%s: a reply was not in the transcript" id)
+    Assert.Empty(session.Findings)
+    Assert.Equal(None, session.OpenAction)
+    session
+
+[<Fact>]
+let ``every transcript plays byte for byte from the daemon's side, with no finding`` () =
+    for KeyValue(id, sessions) in transcripts do
+        for exchanges in sessions do
+            replay id exchanges |> ignore
+
+[<Fact>]
+let ``the transcripts' checkpoints land where the daemon would store them`` () =
+    let only id = replay id transcripts[id].Head
+
+    Assert.Equal(Some(position B 0L), (only "T04").Checkpoint)
+    Assert.Equal(Some(position C 0L), (only "T05").Checkpoint)
+    Assert.Equal<int list>([ 1; 2 ], (only "T06").Checkpoints |> List.map _.Request)
+    Assert.Equal<CheckpointRecord list>([ { Request = 2; Action = "processRecords"; Position = position C 0L; Changed = true } ], (only "T07").Checkpoints)
+    Assert.Equal(Some(position A 0L), (only "T08").Checkpoint)
+    Assert.True((only "T12").ShardEndCheckpointed)
+    Assert.True((only "T13").ShardEndCheckpointed)
+    Assert.True((only "T17").ShardEndCheckpointed)
+    Assert.Equal(Next.SendLeaseLost, DaemonSession.nextStep (only "T16"))
+    Assert.True((only "T16").LeaseLost)
+    let complete = only "T20"
+    Assert.Equal<string list>([ "initialize"; "processRecords"; "processRecords"; "shardEnded" ], complete.Statuses)
+    Assert.Equal(2, complete.RecordsDelivered)
+    Assert.Equal<string list>([ "processRecords"; "shardEnded" ], complete.Checkpoints |> List.map _.Action)
+    Assert.Equal(Some(position B 0L), complete.SequenceNumberAtShardEnd)
+
+[<Fact>]
+let ``actions go out in the configured charset and line separator`` () =
+    let options =
+        { SessionOptions.Create shard with
+            Charset = Json.DaemonCharset.PosixAscii
+            LineSeparator = "\r\n"
+        }
+
+    let message =
+        DaemonMessage.ProcessRecords([| { record A 0L with PartitionKey = "ключ-ü" } |], None)
+
+    let _, bytes = DaemonSession.send message (DaemonSession.create options)
+    let text = Encoding.ASCII.GetString bytes
+    Assert.EndsWith("\r\n", text)
+    Assert.Contains("\"partitionKey\":\"????-?\"", text)
+
+// ---- the "Negative cases" table of TRANSCRIPTS.md ----------------------------------------------------------------
+
+let private duringInitialize = fresh |> sendAll [ initialize "TRIM_HORIZON" 0L ]
+
+let private isSkip (outcome: Outcome) =
+    match outcome.Handling, outcome.Findings with
+    | LineHandling.Skipped _, [ { Kind = FindingKind.UnparseableLine _; Severity = FindingSeverity.Violation } ] -> true
+    | _ -> false
+
+[<Fact>]
+let ``a status with an extra key is skipped, and the action stays open: a hang`` () =
+    let session, outcome =
+        DaemonSession.receive """{"action":"status","responseFor":"initialize","extra":1}""" duringInitialize
+
+    Assert.True(isSkip outcome)
+    Assert.Equal(Some "initialize", session.OpenAction)
+    Assert.Equal(Next.ReadLine, DaemonSession.nextStep session)
+
+    Assert.Equal(
+        "the daemon cannot parse this line (in \"status\", the field \"extra\" is invalid: not a property of this message; the daemon would skip the line), so it skips it (\"Skipping unexpected line on STDOUT\") and keeps waiting for the status of initialize: if the line was meant as the status, the shard hangs",
+        outcome.Findings.Head.Message
+    )
+
+[<Fact>]
+let ``the legacy checkpoint field, a capitalised action, a missing action and non-objects are skipped`` () =
+    for text in
+        [
+            """{"action":"checkpoint","checkpoint":"123"}"""
+            """{"action":"Status","responseFor":"initialize"}"""
+            """{"Action":"status","responseFor":"initialize"}"""
+            """{"responseFor":"initialize"}"""
+            """{"action":"prepareCheckpoint"}"""
+            "hello"
+            "[1,2]"
+            "{'action':'status'}"
+            "\uFEFF" + status "initialize"
+            """{"action":"checkpoint","sequenceNumber":{"a":1}}"""
+            """{"action":"checkpoint","sequenceNumber":"1","subSequenceNumber":99999999999999999999}"""
+        ] do
+        let session, outcome = DaemonSession.receive text duringInitialize
+        Assert.True(isSkip outcome, text)
+        Assert.Equal(Some "initialize", session.OpenAction)
+        Assert.Equal(Some text, outcome.Findings.Head.Line)
+
+[<Fact>]
+let ``trailing text after the object and any key order are accepted`` () =
+    for text in
+        [
+            status "initialize" + " trailing"
+            status "initialize" + """{"action":"status","responseFor":"x"}"""
+            """{"responseFor":"initialize","action":"status"}"""
+            """  { "action" : "status" , "responseFor" : "initialize" }  """
+        ] do
+        let session, outcome = DaemonSession.receive text duringInitialize
+        Assert.Equal(LineHandling.StatusAccepted "initialize", outcome.Handling)
+        Assert.Empty(outcome.Findings)
+        Assert.Equal(Next.SendAction, DaemonSession.nextStep session)
+
+[<Fact>]
+let ``the literal null is a fatal violation: the daemon exits`` () =
+    let session, outcome = DaemonSession.receive "null" duringInitialize
+    Assert.Equal(LineHandling.Fatal, outcome.Handling)
+    Assert.Equal<FindingKind list>([ FindingKind.NullLine ], kinds outcome.Findings)
+    Assert.True(session.DaemonExited)
+    Assert.Equal(Next.Abort, DaemonSession.nextStep session)
+
+    Assert.Equal(
+        "the line is the JSON literal null: the daemon's Optional.of(null) throws a NullPointerException, so it stops the child and exits with code 1, ending every shard",
+        outcome.Findings.Head.Message
+    )
+
+    let after, drained = DaemonSession.receive (status "initialize") session
+    Assert.Equal(LineHandling.Drained, drained.Handling)
+    Assert.Empty(drained.Findings)
+    Assert.Equal(1, after.Findings.Length)
+    Assert.True(DaemonSession.trySend DaemonMessage.LeaseLost after |> Result.isError)
+
+[<Fact>]
+let ``a wrong responseFor is a fatal violation naming both actions`` () =
+    let session = fresh |> sendAll [ batch [ A, 0L ] ]
+    let session, outcome = DaemonSession.receive (status "initialize") session
+    Assert.Equal(LineHandling.StatusRejected(Some "initialize"), outcome.Handling)
+
+    let found = outcome.Findings.Head
+    Assert.Equal(FindingKind.WrongResponseFor("processRecords", Some "initialize"), found.Kind)
+    Assert.Equal(FindingSeverity.Violation, found.Severity)
+    Assert.Equal(shard, found.ShardId)
+    Assert.Equal(Some "processRecords", found.Action)
+    Assert.Equal(Some(status "initialize"), found.Line)
+
+    Assert.Equal(
+        "wrong responseFor: processRecords was answered with \"initialize\", so validateStatusMessage fails: the daemon closes the child's stdin, waits for it to exit and calls System.exit(1), ending every shard",
+        found.Message
+    )
+
+    Assert.Equal(Next.Abort, DaemonSession.nextStep session)
+    Assert.Empty(session.Statuses)
+
+[<Fact>]
+let ``responseFor is case-sensitive, and a null, missing or numeric one fails validation too`` () =
+    let session = fresh |> sendAll [ batch [ A, 0L ] ]
+
+    for text, actual in
+        [
+            status "ProcessRecords", Some "ProcessRecords"
+            """{"action":"status","responseFor":null}""", None
+            """{"action":"status"}""", None
+            """{"action":"status","responseFor":5}""", Some "5"
+        ] do
+        let after, outcome = DaemonSession.receive text session
+        Assert.Equal<FindingKind list>([ FindingKind.WrongResponseFor("processRecords", actual) ], kinds outcome.Findings)
+        Assert.True(after.DaemonExited, text)
+
+[<Fact>]
+let ``a wrong responseFor for shutdownRequested is only a warning, and the action closes`` () =
+    let session = fresh |> sendAll [ DaemonMessage.ShutdownRequested ]
+    let session, outcome = DaemonSession.receive (status "shutdown") session
+    Assert.Equal(FindingSeverity.Warning, outcome.Findings.Head.Severity)
+    Assert.Empty(session.Violations)
+    Assert.Equal(1, session.Warnings.Length)
+    Assert.Equal(Next.SendAction, DaemonSession.nextStep session)
+
+    Assert.Equal(
+        "wrong responseFor: shutdownRequested was answered with \"shutdown\"; for shutdownRequested the daemon only logs \"Child process failed to complete shutdown notification.\" and carries on",
+        outcome.Findings.Head.Message
+    )
+
+[<Fact>]
+let ``a checkpoint during initialize or leaseLost gets InvalidStateException and is a violation`` () =
+    for opening in [ initialize "TRIM_HORIZON" 0L; DaemonMessage.LeaseLost; DaemonMessage.Shutdown ShutdownReason.Zombie; DaemonMessage.Shutdown ShutdownReason.LeaseLost ] do
+        let session = fresh |> sendAll [ opening ]
+        let session, outcome = DaemonSession.receive """{"action":"checkpoint","sequenceNumber":"1"}""" session
+
+        Assert.Equal<byte[]>(
+            line """{"action":"checkpoint","sequenceNumber":"1","subSequenceNumber":null,"error":"InvalidStateException"}""",
+            outcome.ReplyBytes
+        )
+
+        Assert.Equal<FindingKind list>([ FindingKind.CheckpointNotAllowed ], kinds outcome.Findings)
+        Assert.Equal(Some opening.Action, session.OpenAction)
+        Assert.Empty(session.Checkpoints)
+
+    let _, outcome = DaemonSession.receive (checkpointLine None None) duringInitialize
+
+    Assert.Equal(
+        "a checkpoint where none is allowed: initialize has no checkpointer, so the daemon answers InvalidStateException (\"no checkpointer was provided\") and keeps waiting for the status",
+        outcome.Findings.Head.Message
+    )
+
+[<Fact>]
+let ``a numeric sequenceNumber and a string subSequenceNumber are coerced and accepted`` () =
+    let session = fresh |> sendAll [ batch [ "12345", 0L ] ]
+
+    let session, outcome =
+        DaemonSession.receive """{"action":"checkpoint","sequenceNumber":12345,"subSequenceNumber":"0"}""" session
+
+    Assert.Equal<byte[]>(
+        line """{"action":"checkpoint","sequenceNumber":"12345","subSequenceNumber":0,"error":null}""",
+        outcome.ReplyBytes
+    )
+
+    Assert.Equal(Some(position "12345" 0L), session.Checkpoint)
+    Assert.Empty(session.Findings)
+
+[<Fact>]
+let ``a sequenceNumber that is not one is answered with IllegalArgumentException, echoed as Jackson read it`` () =
+    let session = fresh |> sendAll [ batch [ A, 0L ] ]
+
+    for text, echo in
+        [
+            """{"action":"checkpoint","sequenceNumber":true}""", "\"true\""
+            """{"action":"checkpoint","sequenceNumber":"abc","subSequenceNumber":"2"}""", "\"abc\""
+            """{"action":"checkpoint","sequenceNumber":"","error":"ignored"}""", "\"\""
+        ] do
+        let _, outcome = DaemonSession.receive text session
+        Assert.Equal(LineHandling.CheckpointAnswered(Some CheckpointError.IllegalArgument), outcome.Handling)
+        Assert.StartsWith(sprintf """{"action":"checkpoint","sequenceNumber":%s,""" echo, Encoding.UTF8.GetString outcome.ReplyBytes)
+        Assert.Empty(outcome.Findings)
+
+[<Fact>]
+let ``the reply echoes a subSequenceNumber sent with a null sequenceNumber`` () =
+    let session = fresh |> sendAll [ batch [ A, 0L ] ]
+    let _, outcome = DaemonSession.receive (checkpointLine None (Some 5L)) session
+
+    Assert.Equal<byte[]>(
+        line """{"action":"checkpoint","sequenceNumber":null,"subSequenceNumber":5,"error":null}""",
+        outcome.ReplyBytes
+    )
+
+// ---- lines that are not messages ---------------------------------------------------------------------------------
+
+[<Fact>]
+let ``empty and whitespace-only lines are skipped without a finding`` () =
+    let session, empty = DaemonSession.receive "" duringInitialize
+    let session, blank = DaemonSession.receive " \t " session
+    Assert.Equal(LineHandling.Empty, empty.Handling)
+    Assert.Equal(LineHandling.Blank, blank.Handling)
+    Assert.Empty(session.Findings)
+    Assert.Equal<string list>([ ""; " \t " ], session.Lines |> List.map _.Text)
+    Assert.Equal(Some "initialize", session.OpenAction)
+
+[<Fact>]
+let ``a daemon-side message written by the child is ignored silently`` () =
+    for text in
+        [
+            """{"action":"initialize","shardId":"x","sequenceNumber":null,"subSequenceNumber":null}"""
+            """{"action":"leaseLost"}"""
+            """{"action":"shutdown","reason":"TERMINATE"}"""
+        ] do
+        let session, outcome = DaemonSession.receive text duringInitialize
+        Assert.True(outcome.Handling.IsDaemonSideMessage, text)
+        Assert.Empty(session.Findings)
+        Assert.Equal(Some "initialize", session.OpenAction)
+
+[<Fact>]
+let ``every line is kept in order with the action it came in`` () =
+    let session =
+        fresh
+        |> sendAll [ batch [ A, 0L ] ]
+        |> receiveAll [ ""; checkpointLine None None; status "processRecords"; status "processRecords" ]
+
+    Assert.Equal<string option list>(
+        [ Some "processRecords"; Some "processRecords"; Some "processRecords"; None ],
+        session.Lines |> List.map _.Action
+    )
+
+    Assert.Equal<LineHandling list>(
+        [
+            LineHandling.Empty
+            LineHandling.CheckpointAnswered None
+            LineHandling.StatusAccepted "processRecords"
+            LineHandling.StatusRejected(Some "processRecords")
+        ],
+        session.Lines |> List.map _.Handling
+    )
