@@ -397,3 +397,165 @@ let ``every line is kept in order with the action it came in`` () =
         ],
         session.Lines |> List.map _.Handling
     )
+
+// ---- lines out of turn, and the driver's findings ----------------------------------------------------------------
+
+[<Fact>]
+let ``a checkpoint after the status is a violation and gets no reply`` () =
+    let session = fresh |> sendAll [ batch [ A, 0L ] ] |> receiveAll [ status "processRecords" ]
+    let session, outcome = DaemonSession.receive (checkpointLine None None) session
+    Assert.Equal(LineHandling.CheckpointUnread, outcome.Handling)
+    Assert.Equal(None, outcome.Reply)
+    Assert.Empty(outcome.ReplyBytes)
+    Assert.Equal(0, session.CheckpointRequests)
+    Assert.Equal<FindingKind list>([ FindingKind.CheckpointAfterStatus ], kinds session.Violations)
+    Assert.Equal(Some "processRecords", session.Violations.Head.Action)
+
+    Assert.Equal(
+        "a checkpoint sent after the status: no action is open, so the daemon leaves it unread until the next action and then answers it against that action's checkpointer",
+        outcome.Findings.Head.Message
+    )
+
+[<Fact>]
+let ``two statuses for one action, and a status before any action, are violations`` () =
+    let twice =
+        fresh |> sendAll [ batch [ A, 0L ] ] |> receiveAll [ status "processRecords"; status "processRecords" ]
+
+    Assert.Equal<FindingKind list>([ FindingKind.StatusWithoutAction(Some "processRecords") ], kinds twice.Violations)
+    Assert.Equal<string list>([ "processRecords" ], twice.Statuses)
+
+    Assert.Equal(
+        "two statuses for one action (processRecords): the daemon reads the second as the answer to the next action, which fails validation unless that action has the same name, and then exits with code 1",
+        twice.Violations.Head.Message
+    )
+
+    let early = fresh |> receiveAll [ status "initialize" ]
+
+    Assert.Equal(
+        "a status with no action open: the daemon reads it as the answer to the next action, which fails validation, and then exits with code 1",
+        early.Violations.Head.Message
+    )
+
+    Assert.Equal(None, early.Violations.Head.Action)
+
+[<Fact>]
+let ``shardEnded answered without SHARD_END is a violation: the shard would be wedged`` () =
+    let session =
+        fresh
+        |> sendAll [ initialize "TRIM_HORIZON" 0L ]
+        |> receiveAll [ status "initialize" ]
+        |> sendAll [ batch [ A, 0L; B, 0L ] ]
+        |> receiveAll [ status "processRecords" ]
+
+    let session =
+        session |> sendAll [ DaemonMessage.ShardEnded ] |> receiveAll [ checkpointLine (Some A) (Some 0L); status "shardEnded" ]
+
+    Assert.Equal<FindingKind list>([ FindingKind.MissingShardEndCheckpoint ], kinds session.Violations)
+
+    Assert.Equal(
+        sprintf
+            "missing SHARD_END checkpoint: shardEnded was answered while the lease's checkpoint is %s/0, so ShutdownTask throws and retries forever against the closed child: the shard is wedged and its child shards never start"
+            A,
+        session.Violations.Head.Message
+    )
+
+    Assert.Equal(Next.CloseStdin, DaemonSession.nextStep session)
+
+    for reason in [ ShutdownReason.Terminate; ShutdownReason.ShardEnd ] do
+        let legacy = fresh |> sendAll [ DaemonMessage.Shutdown reason ] |> receiveAll [ status "shutdown" ]
+        Assert.Equal<FindingKind list>([ FindingKind.MissingShardEndCheckpoint ], kinds legacy.Violations)
+
+[<Fact>]
+let ``the driver's failures are recorded with the shard and the action`` () =
+    let during = fresh |> sendAll [ batch [ A, 0L ] ]
+    let timedOut = DaemonSession.recordDriverFailure DriverFailure.TimedOut during
+    let found = timedOut.Violations.Head
+    Assert.Equal(FindingKind.TimedOut, found.Kind)
+    Assert.Equal(Some "processRecords", found.Action)
+    Assert.Equal(shard, found.ShardId)
+    Assert.Equal(None, found.Line)
+
+    Assert.Equal(
+        "timed out waiting for a message during processRecords: with timeoutInSeconds set the daemon halts the JVM (Runtime.halt(1)), ending every shard; without it, it waits forever",
+        found.Message
+    )
+
+    Assert.Equal(Next.Abort, DaemonSession.nextStep timedOut)
+
+    let exited = DaemonSession.recordDriverFailure (DriverFailure.ChildExited(Some 3)) during
+
+    Assert.Equal(
+        "the child exited with code 3 during processRecords: the daemon reads end of input while waiting for the status and exits with code 1, ending every shard",
+        exited.Violations.Head.Message
+    )
+
+    let ended = fresh |> sendAll [ DaemonMessage.LeaseLost ] |> receiveAll [ status "leaseLost" ]
+    let stuck = DaemonSession.recordDriverFailure DriverFailure.NoExitAfterEndOfInput ended
+    Assert.Equal(Some "leaseLost", stuck.Violations.Head.Action)
+
+    Assert.Equal(
+        "the child did not exit after stdin EOF: the daemon waits in process.waitFor() with no timeout, so this shard's shutdown blocks forever",
+        stuck.Violations.Head.Message
+    )
+
+    Assert.Equal(Next.CloseStdin, DaemonSession.nextStep stuck)
+
+// ---- sending ------------------------------------------------------------------------------------------------------
+
+let private refused message session =
+    match DaemonSession.trySend message session with
+    | Error reason -> reason
+    | Ok _ -> failwithf "%A was sent" message
+
+[<Fact>]
+let ``actions the real daemon would never send are refused with the reason`` () =
+    Assert.Equal(
+        "cannot send leaseLost: processRecords still awaits its status, and the daemon has exactly one outstanding action per child (PROTOCOL.md §4.1)",
+        refused DaemonMessage.LeaseLost (fresh |> sendAll [ batch [] ])
+    )
+
+    Assert.Equal(
+        "a checkpoint reply is not an action: the session writes replies itself, from receive",
+        refused (DaemonMessage.CheckpointReply(None, None, None)) fresh
+    )
+
+    let initialized = fresh |> sendAll [ initialize "TRIM_HORIZON" 0L ] |> receiveAll [ status "initialize" ]
+    Assert.Equal("cannot send initialize: it is only ever the first action of a child", refused (initialize "LATEST" 0L) initialized)
+
+    Assert.Equal(
+        "cannot send initialize for shardId-000000000009: this session serves shardId-000000000000",
+        refused (DaemonMessage.Initialize(ShardId "shardId-000000000009", None, None)) fresh
+    )
+
+    let notified = fresh |> sendAll [ DaemonMessage.ShutdownRequested ] |> receiveAll [ status "shutdownRequested" ]
+
+    Assert.Equal(
+        "cannot send processRecords after shutdownRequested: the daemon sends only leaseLost or shardEnded then (PROTOCOL.md §4.1)",
+        refused (batch []) notified
+    )
+
+    let ended = fresh |> sendAll [ DaemonMessage.LeaseLost ] |> receiveAll [ status "leaseLost" ]
+
+    Assert.Equal(
+        "cannot send processRecords: the final action (leaseLost) has been answered, so the daemon has closed the child's stdin",
+        refused (batch []) ended
+    )
+
+    Assert.Throws<InvalidOperationException>(fun () -> DaemonSession.send (batch []) ended |> ignore) |> ignore
+
+[<Fact>]
+let ``the session tracks the checkpointer's bounds as the daemon sends`` () =
+    let session = fresh |> sendAll [ initialize A 3L ]
+    Assert.Equal(Some(position A 3L), session.Checkpoint)
+    Assert.Equal(Some(position A 3L), session.LargestPermitted)
+    let session = session |> receiveAll [ status "initialize" ] |> sendAll [ batch [ C, 0L; B, 1L ] ]
+    Assert.Equal(Some(position C 0L), session.LargestPermitted)
+    let session = session |> receiveAll [ status "processRecords" ] |> sendAll [ batch [] ]
+    Assert.Equal(Some(position C 0L), session.LargestPermitted)
+    let session = session |> receiveAll [ status "processRecords" ] |> sendAll [ DaemonMessage.ShardEnded ]
+    Assert.Equal(Some(position C 0L), session.SequenceNumberAtShardEnd)
+    Assert.Equal(Some(position "SHARD_END" 0L), session.LargestPermitted)
+    Assert.Equal(2, session.RecordsDelivered)
+
+    let unknown = fresh |> sendAll [ DaemonMessage.Initialize(shard, None, None) ]
+    Assert.Equal(None, unknown.Checkpoint)
