@@ -559,3 +559,154 @@ let ``the session tracks the checkpointer's bounds as the daemon sends`` () =
 
     let unknown = fresh |> sendAll [ DaemonMessage.Initialize(shard, None, None) ]
     Assert.Equal(None, unknown.Checkpoint)
+
+// ---- the checkpointer's range rules ------------------------------------------------------------------------------
+
+/// A session resumed at A/2 (by initialize), with records up to C/0 delivered and processRecords open.
+let private resumed =
+    fresh
+    |> sendAll [ initialize A 2L ]
+    |> receiveAll [ status "initialize" ]
+    |> sendAll [ batch [ B, 0L; C, 0L ] ]
+
+let private errorAt sequence sub session = snd (checkpointAt sequence sub session)
+
+[<Fact>]
+let ``a checkpoint below the last one or above the largest delivered is IllegalArgumentException`` () =
+    Assert.Equal(Some CheckpointError.IllegalArgument, errorAt (Some A) (Some 1L) resumed)
+    Assert.Equal(Some CheckpointError.IllegalArgument, errorAt (Some "12345") None resumed)
+    Assert.Equal(Some CheckpointError.IllegalArgument, errorAt (Some C) (Some 1L) resumed)
+    Assert.Equal(Some CheckpointError.IllegalArgument, errorAt (Some "SHARD_END") None resumed)
+    Assert.Equal(Some CheckpointError.IllegalArgument, errorAt (Some B) (Some -1L) resumed)
+    let session, _ = checkpointAt (Some A) (Some 3L) resumed
+    Assert.Equal(Some(position A 3L), session.Checkpoint)
+    let session, error = checkpointAt (Some C) None session
+    Assert.Equal(None, error)
+    Assert.Equal(Some(position C 0L), session.Checkpoint)
+    Assert.Empty(session.Findings)
+
+[<Fact>]
+let ``a checkpoint equal to the current one is a silent success that changes nothing`` () =
+    let session, error = checkpointAt (Some A) (Some 2L) resumed
+    Assert.Equal(None, error)
+    Assert.Equal<CheckpointRecord list>([ { Request = 1; Action = "processRecords"; Position = position A 2L; Changed = false } ], session.Checkpoints)
+
+[<Fact>]
+let ``digit strings compare numerically whatever their length and leading zeros`` () =
+    let session = fresh |> sendAll [ initialize "99" 0L ] |> receiveAll [ status "initialize" ] |> sendAll [ batch [ "1000", 0L ] ]
+    Assert.Equal(Some CheckpointError.IllegalArgument, errorAt (Some "98") None session)
+    Assert.Equal(Some CheckpointError.IllegalArgument, errorAt (Some "1001") None session)
+    Assert.Equal(None, errorAt (Some "100") None session)
+    Assert.Equal(None, errorAt (Some "0000999") None session)
+    Assert.Equal(Some CheckpointError.IllegalArgument, errorAt (Some "00001001") None session)
+
+[<Fact>]
+let ``the other sentinels sort below every digit string and SHARD_END above all`` () =
+    let ordered position1 position2 = DaemonRules.compareExtended position1 position2 < 0
+    Assert.True(ordered (position "TRIM_HORIZON" 0L) (position "0" 0L))
+    Assert.True(ordered (position "AT_TIMESTAMP" 0L) (position "1" 0L))
+    Assert.True(ordered (position C 5L) (position "SHARD_END" 0L))
+    Assert.True(ordered (position "2" 0L) (position "10" 0L))
+    Assert.True(ordered (position "7" 1L) (position "007" 2L))
+    Assert.Equal(0, DaemonRules.compareExtended (position "LATEST" 0L) (position "TRIM_HORIZON" 0L))
+    Assert.Equal(0, DaemonRules.compareExtended (position "7" 0L) (position "007" 0L))
+
+    // From a TRIM_HORIZON lease, any delivered record may be checkpointed.
+    let session = fresh |> sendAll [ initialize "TRIM_HORIZON" 0L ] |> receiveAll [ status "initialize" ] |> sendAll [ batch [ "5", 0L ] ]
+    Assert.Equal(None, errorAt (Some "0") None session)
+
+[<Fact>]
+let ``in shardEnded, no argument, SHARD_END and the last delivered record all record SHARD_END`` () =
+    let atShardEnd =
+        resumed |> receiveAll [ status "processRecords" ] |> sendAll [ DaemonMessage.ShardEnded ]
+
+    for sequence, sub in [ None, None; Some "SHARD_END", None; Some C, Some 0L; Some C, None ] do
+        let session, error = checkpointAt sequence sub atShardEnd
+        Assert.Equal(None, error)
+        Assert.True(session.ShardEndCheckpointed, sprintf "%A" sequence)
+        let session = session |> receiveAll [ status "shardEnded" ]
+        Assert.Empty(session.Findings)
+        Assert.Equal(Next.CloseStdin, DaemonSession.nextStep session)
+
+    let session, error = checkpointAt (Some B) None atShardEnd
+    Assert.Equal(None, error)
+    Assert.Equal(Some(position B 0L), session.Checkpoint)
+    Assert.False(session.ShardEndCheckpointed)
+    let session, error = checkpointAt (Some "SHARD_END") (Some 1L) session
+    Assert.Equal(None, error)
+    Assert.False(session.ShardEndCheckpointed)
+
+// ---- fault injection ---------------------------------------------------------------------------------------------
+
+let private errorsOf n (session: Session) =
+    ((session, []), [ 1..n ])
+    ||> List.fold (fun (session, errors) _ ->
+        let session, error = checkpointAt None None session
+        session, error :: errors)
+    |> fun (session, errors) -> session, List.rev errors
+
+let private delivering faults =
+    withFaults faults |> sendAll [ batch [ A, 0L ] ]
+
+[<Fact>]
+let ``a fault rule fails the requests in its window, counted from From`` () =
+    let session, errors = errorsOf 5 (delivering [ FaultRule.Times(CheckpointError.Throttling, 2, 2) ])
+    let throttled = Some CheckpointError.Throttling
+    Assert.Equal<CheckpointError option list>([ None; throttled; throttled; None; None ], errors)
+    Assert.Equal<int list>([ 1; 4; 5 ], session.Checkpoints |> List.map _.Request)
+    Assert.Equal(5, session.CheckpointRequests)
+    Assert.Empty(session.Findings)
+
+[<Fact>]
+let ``a rule with no count fails every request from From on, and the first rule covering a request wins`` () =
+    let rules =
+        [
+            FaultRule.Times(CheckpointError.Other "NullPointerException", 2, 1)
+            FaultRule.Always(CheckpointError.Dependency, 2)
+        ]
+
+    let _, errors = errorsOf 5 (delivering rules)
+
+    Assert.Equal<CheckpointError option list>(
+        [ None; Some(CheckpointError.Other "NullPointerException") ] @ List.replicate 3 (Some CheckpointError.Dependency),
+        errors
+    )
+
+    let session, outcome = DaemonSession.receive (checkpointLine (Some A) None) (delivering [ FaultRule.Always(CheckpointError.Dependency, 1) ])
+
+    Assert.Equal<byte[]>(
+        line (sprintf """{"action":"checkpoint","sequenceNumber":"%s","subSequenceNumber":null,"error":"KinesisClientLibDependencyException"}""" A),
+        outcome.ReplyBytes
+    )
+
+    Assert.Empty(session.Checkpoints)
+
+[<Fact>]
+let ``an injected ShutdownException loses the lease: later checkpoints fail and leaseLost comes next`` () =
+    let session, errors = errorsOf 2 (delivering [ FaultRule.Times(CheckpointError.Shutdown, 1, 1) ])
+    Assert.Equal<CheckpointError option list>([ Some CheckpointError.Shutdown; Some CheckpointError.Shutdown ], errors)
+    Assert.True(session.LeaseLost)
+    Assert.Equal(Next.ReadLine, DaemonSession.nextStep session)
+    let session = session |> receiveAll [ status "processRecords" ]
+    Assert.Equal(Next.SendLeaseLost, DaemonSession.nextStep session)
+
+    Assert.Equal(
+        "cannot send shardEnded: the lease was lost (a ShutdownException was replied), so the daemon's next action for this child is leaseLost",
+        refused DaemonMessage.ShardEnded session
+    )
+
+    let session = session |> sendAll [ DaemonMessage.LeaseLost ] |> receiveAll [ status "leaseLost" ]
+    Assert.Equal(Next.CloseStdin, DaemonSession.nextStep session)
+    Assert.Empty(session.Findings)
+
+[<Fact>]
+let ``a lease lost during shardEnded excuses the missing SHARD_END, and stdin closes after the status`` () =
+    let session =
+        withFaults [ FaultRule.Always(CheckpointError.Shutdown, 1) ]
+        |> sendAll [ DaemonMessage.ShardEnded ]
+        |> receiveAll [ checkpointLine None None; status "shardEnded" ]
+
+    Assert.True(session.LeaseLost)
+    Assert.False(session.ShardEndCheckpointed)
+    Assert.Empty(session.Findings)
+    Assert.Equal(Next.CloseStdin, DaemonSession.nextStep session)
