@@ -710,3 +710,221 @@ let ``a lease lost during shardEnded excuses the missing SHARD_END, and stdin cl
     Assert.False(session.ShardEndCheckpointed)
     Assert.Empty(session.Findings)
     Assert.Equal(Next.CloseStdin, DaemonSession.nextStep session)
+
+// ---- properties --------------------------------------------------------------------------------------------------
+
+/// How a generated session ends, after its batches.
+type private Ending =
+    | EndsLeaseLost
+    | EndsShardEnded
+    | NotifiedThen of shardEnds: bool
+    | Legacy of reason: ShutdownReason
+
+type private Scenario =
+    {
+        Batches: int list
+        /// The processor's checkpoint choices, one list per action, consumed in order.
+        Choices: int list list
+        Ending: Ending
+        Faults: FaultRule list
+        BlankLines: bool
+    }
+
+let private scenario =
+    gen {
+        let! batches = Gen.listOf (Gen.choose (0, 4)) |> Gen.resize 6
+        let! choices = Gen.listOfLength 12 (Gen.listOf (Gen.choose (0, 9)) |> Gen.resize 3)
+
+        let! ending =
+            Gen.elements
+                [
+                    EndsLeaseLost
+                    EndsShardEnded
+                    NotifiedThen false
+                    NotifiedThen true
+                    Legacy ShutdownReason.Terminate
+                    Legacy ShutdownReason.Zombie
+                    Legacy ShutdownReason.ShardEnd
+                    Legacy ShutdownReason.LeaseLost
+                ]
+
+        // Retryable faults only, and fewer in a row than the library's attempts, so a correct child gets through.
+        let! faults =
+            Gen.optionOf (
+                Gen.map3
+                    (fun error from count -> FaultRule.Times(error, from, count))
+                    (Gen.elements [ CheckpointError.Throttling; CheckpointError.Dependency ])
+                    (Gen.choose (1, 6))
+                    (Gen.choose (1, 3))
+            )
+
+        let! blank = Gen.elements [ true; false ]
+
+        return
+            {
+                Batches = batches
+                Choices = choices
+                Ending = ending
+                Faults = Option.toList faults
+                BlankLines = blank
+            }
+    }
+
+let private actionsOf (scenario: Scenario) =
+    let mutable next = 0
+
+    // Strictly ascending positions across the session, some of them inside a KPL aggregate.
+    let nextRecord () =
+        next <- next + 1
+        record (sprintf "4959033827149025660855969253836%025d" (next / 3)) (int64 (next % 3))
+
+    [
+        initialize "TRIM_HORIZON" 0L
+        for size in scenario.Batches do
+            DaemonMessage.ProcessRecords(Array.init size (fun _ -> nextRecord ()), Some 0L)
+        match scenario.Ending with
+        | EndsLeaseLost -> DaemonMessage.LeaseLost
+        | EndsShardEnded -> DaemonMessage.ShardEnded
+        | NotifiedThen shardEnds ->
+            DaemonMessage.ShutdownRequested
+            if shardEnds then DaemonMessage.ShardEnded else DaemonMessage.LeaseLost
+        | Legacy reason -> DaemonMessage.Shutdown reason
+    ]
+
+/// The processor's checkpoint targets for one callback.
+let private targetsFor (callback: Lifecycle.Callback) (choices: int list) =
+    choices
+    |> List.choose (fun choice ->
+        match callback with
+        | Lifecycle.Callback.ProcessRecords(records, _) when choice > 0 && records.Length > 0 ->
+            let chosen = records[(choice - 1) % records.Length]
+            Some(CheckpointTarget.At(chosen.SequenceNumber, Some chosen.SubSequenceNumber))
+        | Lifecycle.Callback.ShardEnded when choice % 3 = 1 -> Some(CheckpointTarget.At(SequenceNumber.shardEnd, None))
+        | Lifecycle.Callback.ShardEnded when choice % 3 = 2 -> None
+        | _ -> Some CheckpointTarget.LastDelivered)
+
+/// Plays the scenario: the session as the daemon, the child's real lifecycle as the child, and a processor that
+/// checkpoints as the scenario says, each effect performed synchronously (a processor awaits each checkpoint).
+let private playCorrectChild (scenario: Scenario) =
+    let options: Lifecycle.Options =
+        {
+            Retry = { RetryPolicy.Default with FullJitter = false }
+            OnProcessorException = ExceptionPolicy.FailFast
+        }
+
+    let mutable session =
+        DaemonSession.create { SessionOptions.Create shard with Faults = scenario.Faults }
+
+    let mutable child = Lifecycle.initial options
+    let mutable exit = None
+    let mutable request = 0
+    let mutable choices = scenario.Choices
+
+    let receive text =
+        let next, outcome = DaemonSession.receive text session
+        session <- next
+        outcome
+
+    let toChild (bytes: byte[]) =
+        match Json.decodeDaemonLine (Encoding.UTF8.GetString(bytes).TrimEnd '\n') with
+        | Ok message -> Lifecycle.Input.Received message
+        | Error error -> failwith (error.Describe())
+
+    let perform effect =
+        match effect with
+        | Lifecycle.Effect.Send message ->
+            if scenario.BlankLines then
+                receive "" |> ignore
+
+            let outcome = receive (Json.encodeChildMessage message)
+            if outcome.ReplyBytes.Length > 0 then [ toChild outcome.ReplyBytes ] else []
+        | Lifecycle.Effect.Invoke(action, callback) ->
+            let mine, rest =
+                match choices with
+                | head :: tail -> head, tail
+                | [] -> [], []
+
+            choices <- rest
+
+            [
+                for target in targetsFor callback mine do
+                    request <- request + 1
+                    Lifecycle.Input.CheckpointRequested(request, action, target)
+                Lifecycle.Input.CallbackReturned action
+            ]
+        | Lifecycle.Effect.WaitBeforeRetry _ -> [ Lifecycle.Input.RetryDue ]
+        | Lifecycle.Effect.Exit code ->
+            exit <- Some code
+            []
+        | _ -> []
+
+    let rec run inputs =
+        match inputs with
+        | [] -> ()
+        | input :: rest ->
+            let next, effects = Lifecycle.transition input child
+            child <- next
+            run (List.collect perform effects @ rest)
+
+    for message in actionsOf scenario do
+        Assert.Equal(Next.SendAction, DaemonSession.nextStep session)
+        let next, bytes = DaemonSession.send message session
+        session <- next
+        run [ toChild bytes ]
+        Assert.Equal(None, session.OpenAction)
+
+    Assert.Equal(Next.CloseStdin, DaemonSession.nextStep session)
+    run [ Lifecycle.Input.EndOfInput ]
+    Assert.Equal(Some ExitCode.EndOfInput, exit)
+    session
+
+[<Fact>]
+let ``a correct child, the library's own lifecycle, never causes a finding over random sessions`` () =
+    Check.One(
+        Config.QuickThrowOnFailure.WithMaxTest 500,
+        Prop.forAll (Arb.fromGen scenario) (fun scenario ->
+            let session = playCorrectChild scenario
+            Assert.Empty(session.Findings)
+
+            let sent = session.Sent |> List.map _.Action
+            Assert.Equal<string list>(sent, session.Statuses)
+
+            match List.last session.Sent with
+            | DaemonMessage.ShardEnded
+            | DaemonMessage.Shutdown(ShutdownReason.Terminate | ShutdownReason.ShardEnd) ->
+                Assert.True(session.ShardEndCheckpointed)
+            | _ -> ())
+    )
+
+let private garbage =
+    let token =
+        Gen.elements
+            [
+                "{"; "}"; "["; "]"; "\""; ":"; ","; " "; "null"; "true"; "1.5e400"; "-1"; "99999999999999999999"
+                "\"action\""; "\"status\""; "\"checkpoint\""; "\"responseFor\""; "\"sequenceNumber\""
+                "\"subSequenceNumber\""; "\"error\""; "\"initialize\""; "\"processRecords\""; "\\u0000"; "\uFEFF"; "\\"
+            ]
+
+    Gen.oneof [ Generators.unicodeString; Gen.listOf token |> Gen.map (String.concat "") ]
+
+[<Fact>]
+let ``random garbage lines and bytes never throw, and each is recorded`` () =
+    let phases =
+        [
+            fresh
+            duringInitialize
+            fresh |> sendAll [ batch [ A, 0L ] ]
+            fresh |> sendAll [ DaemonMessage.ShardEnded ]
+            fresh |> receiveAll [ "null" ]
+        ]
+
+    Check.One(
+        Config.QuickThrowOnFailure.WithMaxTest 1000,
+        Prop.forAll (Arb.fromGen (Gen.zip garbage (Gen.arrayOf (Gen.choose (0, 255) |> Gen.map byte)))) (fun (text, bytes) ->
+            for session in phases do
+                let after, outcome = DaemonSession.receive text session
+                Assert.Equal(session.Lines.Length + 1, after.Lines.Length)
+                Assert.Equal<Finding list>(session.Findings @ outcome.Findings, after.Findings)
+                let after, _ = DaemonSession.receiveBytes bytes after
+                Assert.Equal(session.Lines.Length + 2, after.Lines.Length))
+    )
