@@ -40,20 +40,28 @@ let private utf8 (text: string) = Encoding.UTF8.GetBytes text
 let private line (text: string) = utf8 (text + "\n")
 
 let private sendAll messages (session: Session) =
-    (session, messages) ||> List.fold (fun session message -> fst (DaemonSession.send message session))
+    (session, messages)
+    ||> List.fold (fun session message -> fst (DaemonSession.send message session))
 
 let private receiveAll lines (session: Session) =
-    (session, lines) ||> List.fold (fun session text -> fst (DaemonSession.receive text session))
+    (session, lines)
+    ||> List.fold (fun session text -> fst (DaemonSession.receive text session))
 
 let private fresh = DaemonSession.create (SessionOptions.Create shard)
 
 let private withFaults faults =
-    DaemonSession.create { SessionOptions.Create shard with Faults = faults }
+    DaemonSession.create
+        { SessionOptions.Create shard with
+            Faults = faults
+        }
 
-let private status action = sprintf """{"action":"status","responseFor":"%s"}""" action
+let private status action =
+    sprintf """{"action":"status","responseFor":"%s"}""" action
 
 let private checkpointLine (sequence: string option) (sub: int64 option) =
-    let sequence = sequence |> Option.map (sprintf "\"%s\"") |> Option.defaultValue "null"
+    let sequence =
+        sequence |> Option.map (sprintf "\"%s\"") |> Option.defaultValue "null"
+
     let sub = sub |> Option.map string |> Option.defaultValue "null"
     sprintf """{"action":"checkpoint","sequenceNumber":%s,"subSequenceNumber":%s}""" sequence sub
 
@@ -74,9 +82,18 @@ let private optionsFor id shardId =
     let options = SessionOptions.Create shardId
 
     match id with
-    | "T07" -> { options with Faults = [ FaultRule.Times(CheckpointError.Throttling, 1, 1) ] }
-    | "T08" -> { options with Checkpoint = Some(position A 0L) }
-    | "T16" -> { options with Faults = [ FaultRule.Times(CheckpointError.Shutdown, 1, 1) ] }
+    | "T07" ->
+        { options with
+            Faults = [ FaultRule.Times(CheckpointError.Throttling, 1, 1) ]
+        }
+    | "T08" ->
+        { options with
+            Checkpoint = Some(position A 0L)
+        }
+    | "T16" ->
+        { options with
+            Faults = [ FaultRule.Times(CheckpointError.Shutdown, 1, 1) ]
+        }
     | _ -> options
 
 let private replay id (exchanges: Exchange list) =
@@ -99,7 +116,11 @@ let private replay id (exchanges: Exchange list) =
             match Json.decodeDaemonLine text with
             | Ok(DaemonMessage.CheckpointReply _) ->
                 // The daemon's reply must already have been produced by `receive`, byte for byte.
-                Assert.Equal<byte[]>(line text, pendingReply |> Option.defaultWith (fun () -> failwithf "%s: no reply" id))
+                Assert.Equal<byte[]>(
+                    line text,
+                    pendingReply |> Option.defaultWith (fun () -> failwithf "%s: no reply" id)
+                )
+
                 pendingReply <- None
             | Ok message ->
                 Assert.Equal(Next.SendAction, DaemonSession.nextStep session)
@@ -111,7 +132,13 @@ let private replay id (exchanges: Exchange list) =
             Assert.Equal(Next.ReadLine, DaemonSession.nextStep session)
             let next, outcome = DaemonSession.receive text session
             Assert.True(pendingReply.IsNone, sprintf "%s: a reply was not in the transcript" id)
-            pendingReply <- if outcome.ReplyBytes.Length = 0 then None else Some outcome.ReplyBytes
+
+            pendingReply <-
+                if outcome.ReplyBytes.Length = 0 then
+                    None
+                else
+                    Some outcome.ReplyBytes
+
             session <- next
         | EndOfInput -> Assert.Equal(Next.CloseStdin, DaemonSession.nextStep session)
 
@@ -133,7 +160,19 @@ let ``the transcripts' checkpoints land where the daemon would store them`` () =
     Assert.Equal(Some(position B 0L), (only "T04").Checkpoint)
     Assert.Equal(Some(position C 0L), (only "T05").Checkpoint)
     Assert.Equal<int list>([ 1; 2 ], (only "T06").Checkpoints |> List.map _.Request)
-    Assert.Equal<CheckpointRecord list>([ { Request = 2; Action = "processRecords"; Position = position C 0L; Changed = true } ], (only "T07").Checkpoints)
+
+    Assert.Equal<CheckpointRecord list>(
+        [
+            {
+                Request = 2
+                Action = "processRecords"
+                Position = position C 0L
+                Changed = true
+            }
+        ],
+        (only "T07").Checkpoints
+    )
+
     Assert.Equal(Some(position A 0L), (only "T08").Checkpoint)
     Assert.True((only "T12").ShardEndCheckpointed)
     Assert.True((only "T13").ShardEndCheckpointed)
@@ -155,7 +194,14 @@ let ``actions go out in the configured charset and line separator`` () =
         }
 
     let message =
-        DaemonMessage.ProcessRecords([| { record A 0L with PartitionKey = "ключ-ü" } |], None)
+        DaemonMessage.ProcessRecords(
+            [|
+                { record A 0L with
+                    PartitionKey = "ключ-ü"
+                }
+            |],
+            None
+        )
 
     let _, bytes = DaemonSession.send message (DaemonSession.create options)
     let text = Encoding.ASCII.GetString bytes
@@ -168,7 +214,11 @@ let private duringInitialize = fresh |> sendAll [ initialize "TRIM_HORIZON" 0L ]
 
 let private isSkip (outcome: Outcome) =
     match outcome.Handling, outcome.Findings with
-    | LineHandling.Skipped _, [ { Kind = FindingKind.UnparseableLine _; Severity = FindingSeverity.Violation } ] -> true
+    | LineHandling.Skipped _,
+      [ {
+            Kind = FindingKind.UnparseableLine _
+            Severity = FindingSeverity.Violation
+        } ] -> true
     | _ -> false
 
 [<Fact>]
@@ -272,7 +322,12 @@ let ``responseFor is case-sensitive, and a null, missing or numeric one fails va
             """{"action":"status","responseFor":5}""", Some "5"
         ] do
         let after, outcome = DaemonSession.receive text session
-        Assert.Equal<FindingKind list>([ FindingKind.WrongResponseFor("processRecords", actual) ], kinds outcome.Findings)
+
+        Assert.Equal<FindingKind list>(
+            [ FindingKind.WrongResponseFor("processRecords", actual) ],
+            kinds outcome.Findings
+        )
+
         Assert.True(after.DaemonExited, text)
 
 [<Fact>]
@@ -291,12 +346,21 @@ let ``a wrong responseFor for shutdownRequested is only a warning, and the actio
 
 [<Fact>]
 let ``a checkpoint during initialize or leaseLost gets InvalidStateException and is a violation`` () =
-    for opening in [ initialize "TRIM_HORIZON" 0L; DaemonMessage.LeaseLost; DaemonMessage.Shutdown ShutdownReason.Zombie; DaemonMessage.Shutdown ShutdownReason.LeaseLost ] do
+    for opening in
+        [
+            initialize "TRIM_HORIZON" 0L
+            DaemonMessage.LeaseLost
+            DaemonMessage.Shutdown ShutdownReason.Zombie
+            DaemonMessage.Shutdown ShutdownReason.LeaseLost
+        ] do
         let session = fresh |> sendAll [ opening ]
-        let session, outcome = DaemonSession.receive """{"action":"checkpoint","sequenceNumber":"1"}""" session
+
+        let session, outcome =
+            DaemonSession.receive """{"action":"checkpoint","sequenceNumber":"1"}""" session
 
         Assert.Equal<byte[]>(
-            line """{"action":"checkpoint","sequenceNumber":"1","subSequenceNumber":null,"error":"InvalidStateException"}""",
+            line
+                """{"action":"checkpoint","sequenceNumber":"1","subSequenceNumber":null,"error":"InvalidStateException"}""",
             outcome.ReplyBytes
         )
 
@@ -338,7 +402,12 @@ let ``a sequenceNumber that is not one is answered with IllegalArgumentException
         ] do
         let _, outcome = DaemonSession.receive text session
         Assert.Equal(LineHandling.CheckpointAnswered(Some CheckpointError.IllegalArgument), outcome.Handling)
-        Assert.StartsWith(sprintf """{"action":"checkpoint","sequenceNumber":%s,""" echo, Encoding.UTF8.GetString outcome.ReplyBytes)
+
+        Assert.StartsWith(
+            sprintf """{"action":"checkpoint","sequenceNumber":%s,""" echo,
+            Encoding.UTF8.GetString outcome.ReplyBytes
+        )
+
         Assert.Empty(outcome.Findings)
 
 [<Fact>]
@@ -381,7 +450,13 @@ let ``every line is kept in order with the action it came in`` () =
     let session =
         fresh
         |> sendAll [ batch [ A, 0L ] ]
-        |> receiveAll [ ""; checkpointLine None None; status "processRecords"; status "processRecords" ]
+        |> receiveAll
+            [
+                ""
+                checkpointLine None None
+                status "processRecords"
+                status "processRecords"
+            ]
 
     Assert.Equal<string option list>(
         [ Some "processRecords"; Some "processRecords"; Some "processRecords"; None ],
@@ -402,7 +477,9 @@ let ``every line is kept in order with the action it came in`` () =
 
 [<Fact>]
 let ``a checkpoint after the status is a violation and gets no reply`` () =
-    let session = fresh |> sendAll [ batch [ A, 0L ] ] |> receiveAll [ status "processRecords" ]
+    let session =
+        fresh |> sendAll [ batch [ A, 0L ] ] |> receiveAll [ status "processRecords" ]
+
     let session, outcome = DaemonSession.receive (checkpointLine None None) session
     Assert.Equal(LineHandling.CheckpointUnread, outcome.Handling)
     Assert.Equal(None, outcome.Reply)
@@ -419,7 +496,9 @@ let ``a checkpoint after the status is a violation and gets no reply`` () =
 [<Fact>]
 let ``two statuses for one action, and a status before any action, are violations`` () =
     let twice =
-        fresh |> sendAll [ batch [ A, 0L ] ] |> receiveAll [ status "processRecords"; status "processRecords" ]
+        fresh
+        |> sendAll [ batch [ A, 0L ] ]
+        |> receiveAll [ status "processRecords"; status "processRecords" ]
 
     Assert.Equal<FindingKind list>([ FindingKind.StatusWithoutAction(Some "processRecords") ], kinds twice.Violations)
     Assert.Equal<string list>([ "processRecords" ], twice.Statuses)
@@ -448,7 +527,9 @@ let ``shardEnded answered without SHARD_END is a violation: the shard would be w
         |> receiveAll [ status "processRecords" ]
 
     let session =
-        session |> sendAll [ DaemonMessage.ShardEnded ] |> receiveAll [ checkpointLine (Some A) (Some 0L); status "shardEnded" ]
+        session
+        |> sendAll [ DaemonMessage.ShardEnded ]
+        |> receiveAll [ checkpointLine (Some A) (Some 0L); status "shardEnded" ]
 
     Assert.Equal<FindingKind list>([ FindingKind.MissingShardEndCheckpoint ], kinds session.Violations)
 
@@ -462,7 +543,11 @@ let ``shardEnded answered without SHARD_END is a violation: the shard would be w
     Assert.Equal(Next.CloseStdin, DaemonSession.nextStep session)
 
     for reason in [ ShutdownReason.Terminate; ShutdownReason.ShardEnd ] do
-        let legacy = fresh |> sendAll [ DaemonMessage.Shutdown reason ] |> receiveAll [ status "shutdown" ]
+        let legacy =
+            fresh
+            |> sendAll [ DaemonMessage.Shutdown reason ]
+            |> receiveAll [ status "shutdown" ]
+
         Assert.Equal<FindingKind list>([ FindingKind.MissingShardEndCheckpoint ], kinds legacy.Violations)
 
 [<Fact>]
@@ -482,15 +567,22 @@ let ``the driver's failures are recorded with the shard and the action`` () =
 
     Assert.Equal(Next.Abort, DaemonSession.nextStep timedOut)
 
-    let exited = DaemonSession.recordDriverFailure (DriverFailure.ChildExited(Some 3)) during
+    let exited =
+        DaemonSession.recordDriverFailure (DriverFailure.ChildExited(Some 3)) during
 
     Assert.Equal(
         "the child exited with code 3 during processRecords: the daemon reads end of input while waiting for the status and exits with code 1, ending every shard",
         exited.Violations.Head.Message
     )
 
-    let ended = fresh |> sendAll [ DaemonMessage.LeaseLost ] |> receiveAll [ status "leaseLost" ]
-    let stuck = DaemonSession.recordDriverFailure DriverFailure.NoExitAfterEndOfInput ended
+    let ended =
+        fresh
+        |> sendAll [ DaemonMessage.LeaseLost ]
+        |> receiveAll [ status "leaseLost" ]
+
+    let stuck =
+        DaemonSession.recordDriverFailure DriverFailure.NoExitAfterEndOfInput ended
+
     Assert.Equal(Some "leaseLost", stuck.Violations.Head.Action)
 
     Assert.Equal(
@@ -519,40 +611,67 @@ let ``actions the real daemon would never send are refused with the reason`` () 
         refused (DaemonMessage.CheckpointReply(None, None, None)) fresh
     )
 
-    let initialized = fresh |> sendAll [ initialize "TRIM_HORIZON" 0L ] |> receiveAll [ status "initialize" ]
-    Assert.Equal("cannot send initialize: it is only ever the first action of a child", refused (initialize "LATEST" 0L) initialized)
+    let initialized =
+        fresh
+        |> sendAll [ initialize "TRIM_HORIZON" 0L ]
+        |> receiveAll [ status "initialize" ]
+
+    Assert.Equal(
+        "cannot send initialize: it is only ever the first action of a child",
+        refused (initialize "LATEST" 0L) initialized
+    )
 
     Assert.Equal(
         "cannot send initialize for shardId-000000000009: this session serves shardId-000000000000",
         refused (DaemonMessage.Initialize(ShardId "shardId-000000000009", None, None)) fresh
     )
 
-    let notified = fresh |> sendAll [ DaemonMessage.ShutdownRequested ] |> receiveAll [ status "shutdownRequested" ]
+    let notified =
+        fresh
+        |> sendAll [ DaemonMessage.ShutdownRequested ]
+        |> receiveAll [ status "shutdownRequested" ]
 
     Assert.Equal(
         "cannot send processRecords after shutdownRequested: the daemon sends only leaseLost or shardEnded then (PROTOCOL.md §4.1)",
         refused (batch []) notified
     )
 
-    let ended = fresh |> sendAll [ DaemonMessage.LeaseLost ] |> receiveAll [ status "leaseLost" ]
+    let ended =
+        fresh
+        |> sendAll [ DaemonMessage.LeaseLost ]
+        |> receiveAll [ status "leaseLost" ]
 
     Assert.Equal(
         "cannot send processRecords: the final action (leaseLost) has been answered, so the daemon has closed the child's stdin",
         refused (batch []) ended
     )
 
-    Assert.Throws<InvalidOperationException>(fun () -> DaemonSession.send (batch []) ended |> ignore) |> ignore
+    Assert.Throws<InvalidOperationException>(fun () -> DaemonSession.send (batch []) ended |> ignore)
+    |> ignore
 
 [<Fact>]
 let ``the session tracks the checkpointer's bounds as the daemon sends`` () =
     let session = fresh |> sendAll [ initialize A 3L ]
     Assert.Equal(Some(position A 3L), session.Checkpoint)
     Assert.Equal(Some(position A 3L), session.LargestPermitted)
-    let session = session |> receiveAll [ status "initialize" ] |> sendAll [ batch [ C, 0L; B, 1L ] ]
+
+    let session =
+        session
+        |> receiveAll [ status "initialize" ]
+        |> sendAll [ batch [ C, 0L; B, 1L ] ]
+
     Assert.Equal(Some(position C 0L), session.LargestPermitted)
-    let session = session |> receiveAll [ status "processRecords" ] |> sendAll [ batch [] ]
+
+    let session =
+        session |> receiveAll [ status "processRecords" ] |> sendAll [ batch [] ]
+
     Assert.Equal(Some(position C 0L), session.LargestPermitted)
-    let session = session |> receiveAll [ status "processRecords" ] |> sendAll [ DaemonMessage.ShardEnded ]
+
+    let session =
+        session
+        |> receiveAll [ status "processRecords" ]
+        |> sendAll [ DaemonMessage.ShardEnded ]
+
     Assert.Equal(Some(position C 0L), session.SequenceNumberAtShardEnd)
     Assert.Equal(Some(position "SHARD_END" 0L), session.LargestPermitted)
     Assert.Equal(2, session.RecordsDelivered)
@@ -589,11 +708,27 @@ let ``a checkpoint below the last one or above the largest delivered is IllegalA
 let ``a checkpoint equal to the current one is a silent success that changes nothing`` () =
     let session, error = checkpointAt (Some A) (Some 2L) resumed
     Assert.Equal(None, error)
-    Assert.Equal<CheckpointRecord list>([ { Request = 1; Action = "processRecords"; Position = position A 2L; Changed = false } ], session.Checkpoints)
+
+    Assert.Equal<CheckpointRecord list>(
+        [
+            {
+                Request = 1
+                Action = "processRecords"
+                Position = position A 2L
+                Changed = false
+            }
+        ],
+        session.Checkpoints
+    )
 
 [<Fact>]
 let ``digit strings compare numerically whatever their length and leading zeros`` () =
-    let session = fresh |> sendAll [ initialize "99" 0L ] |> receiveAll [ status "initialize" ] |> sendAll [ batch [ "1000", 0L ] ]
+    let session =
+        fresh
+        |> sendAll [ initialize "99" 0L ]
+        |> receiveAll [ status "initialize" ]
+        |> sendAll [ batch [ "1000", 0L ] ]
+
     Assert.Equal(Some CheckpointError.IllegalArgument, errorAt (Some "98") None session)
     Assert.Equal(Some CheckpointError.IllegalArgument, errorAt (Some "1001") None session)
     Assert.Equal(None, errorAt (Some "100") None session)
@@ -602,7 +737,9 @@ let ``digit strings compare numerically whatever their length and leading zeros`
 
 [<Fact>]
 let ``the other sentinels sort below every digit string and SHARD_END above all`` () =
-    let ordered position1 position2 = DaemonRules.compareExtended position1 position2 < 0
+    let ordered position1 position2 =
+        DaemonRules.compareExtended position1 position2 < 0
+
     Assert.True(ordered (position "TRIM_HORIZON" 0L) (position "0" 0L))
     Assert.True(ordered (position "AT_TIMESTAMP" 0L) (position "1" 0L))
     Assert.True(ordered (position C 5L) (position "SHARD_END" 0L))
@@ -612,13 +749,20 @@ let ``the other sentinels sort below every digit string and SHARD_END above all`
     Assert.Equal(0, DaemonRules.compareExtended (position "7" 0L) (position "007" 0L))
 
     // From a TRIM_HORIZON lease, any delivered record may be checkpointed.
-    let session = fresh |> sendAll [ initialize "TRIM_HORIZON" 0L ] |> receiveAll [ status "initialize" ] |> sendAll [ batch [ "5", 0L ] ]
+    let session =
+        fresh
+        |> sendAll [ initialize "TRIM_HORIZON" 0L ]
+        |> receiveAll [ status "initialize" ]
+        |> sendAll [ batch [ "5", 0L ] ]
+
     Assert.Equal(None, errorAt (Some "0") None session)
 
 [<Fact>]
 let ``in shardEnded, no argument, SHARD_END and the last delivered record all record SHARD_END`` () =
     let atShardEnd =
-        resumed |> receiveAll [ status "processRecords" ] |> sendAll [ DaemonMessage.ShardEnded ]
+        resumed
+        |> receiveAll [ status "processRecords" ]
+        |> sendAll [ DaemonMessage.ShardEnded ]
 
     for sequence, sub in [ None, None; Some "SHARD_END", None; Some C, Some 0L; Some C, None ] do
         let session, error = checkpointAt sequence sub atShardEnd
@@ -650,7 +794,9 @@ let private delivering faults =
 
 [<Fact>]
 let ``a fault rule fails the requests in its window, counted from From`` () =
-    let session, errors = errorsOf 5 (delivering [ FaultRule.Times(CheckpointError.Throttling, 2, 2) ])
+    let session, errors =
+        errorsOf 5 (delivering [ FaultRule.Times(CheckpointError.Throttling, 2, 2) ])
+
     let throttled = Some CheckpointError.Throttling
     Assert.Equal<CheckpointError option list>([ None; throttled; throttled; None; None ], errors)
     Assert.Equal<int list>([ 1; 4; 5 ], session.Checkpoints |> List.map _.Request)
@@ -668,14 +814,22 @@ let ``a rule with no count fails every request from From on, and the first rule 
     let _, errors = errorsOf 5 (delivering rules)
 
     Assert.Equal<CheckpointError option list>(
-        [ None; Some(CheckpointError.Other "NullPointerException") ] @ List.replicate 3 (Some CheckpointError.Dependency),
+        [ None; Some(CheckpointError.Other "NullPointerException") ]
+        @ List.replicate 3 (Some CheckpointError.Dependency),
         errors
     )
 
-    let session, outcome = DaemonSession.receive (checkpointLine (Some A) None) (delivering [ FaultRule.Always(CheckpointError.Dependency, 1) ])
+    let session, outcome =
+        DaemonSession.receive
+            (checkpointLine (Some A) None)
+            (delivering [ FaultRule.Always(CheckpointError.Dependency, 1) ])
 
     Assert.Equal<byte[]>(
-        line (sprintf """{"action":"checkpoint","sequenceNumber":"%s","subSequenceNumber":null,"error":"KinesisClientLibDependencyException"}""" A),
+        line (
+            sprintf
+                """{"action":"checkpoint","sequenceNumber":"%s","subSequenceNumber":null,"error":"KinesisClientLibDependencyException"}"""
+                A
+        ),
         outcome.ReplyBytes
     )
 
@@ -683,7 +837,9 @@ let ``a rule with no count fails every request from From on, and the first rule 
 
 [<Fact>]
 let ``an injected ShutdownException loses the lease: later checkpoints fail and leaseLost comes next`` () =
-    let session, errors = errorsOf 2 (delivering [ FaultRule.Times(CheckpointError.Shutdown, 1, 1) ])
+    let session, errors =
+        errorsOf 2 (delivering [ FaultRule.Times(CheckpointError.Shutdown, 1, 1) ])
+
     Assert.Equal<CheckpointError option list>([ Some CheckpointError.Shutdown; Some CheckpointError.Shutdown ], errors)
     Assert.True(session.LeaseLost)
     Assert.Equal(Next.ReadLine, DaemonSession.nextStep session)
@@ -695,7 +851,11 @@ let ``an injected ShutdownException loses the lease: later checkpoints fail and 
         refused DaemonMessage.ShardEnded session
     )
 
-    let session = session |> sendAll [ DaemonMessage.LeaseLost ] |> receiveAll [ status "leaseLost" ]
+    let session =
+        session
+        |> sendAll [ DaemonMessage.LeaseLost ]
+        |> receiveAll [ status "leaseLost" ]
+
     Assert.Equal(Next.CloseStdin, DaemonSession.nextStep session)
     Assert.Empty(session.Findings)
 
@@ -787,7 +947,11 @@ let private actionsOf (scenario: Scenario) =
         | EndsShardEnded -> DaemonMessage.ShardEnded
         | NotifiedThen shardEnds ->
             DaemonMessage.ShutdownRequested
-            if shardEnds then DaemonMessage.ShardEnded else DaemonMessage.LeaseLost
+
+            if shardEnds then
+                DaemonMessage.ShardEnded
+            else
+                DaemonMessage.LeaseLost
         | Legacy reason -> DaemonMessage.Shutdown reason
     ]
 
@@ -808,12 +972,18 @@ let private targetsFor (callback: Lifecycle.Callback) (choices: int list) =
 let private playCorrectChild (scenario: Scenario) =
     let options: Lifecycle.Options =
         {
-            Retry = { RetryPolicy.Default with FullJitter = false }
+            Retry =
+                { RetryPolicy.Default with
+                    FullJitter = false
+                }
             OnProcessorException = ExceptionPolicy.FailFast
         }
 
     let mutable session =
-        DaemonSession.create { SessionOptions.Create shard with Faults = scenario.Faults }
+        DaemonSession.create
+            { SessionOptions.Create shard with
+                Faults = scenario.Faults
+            }
 
     let mutable child = Lifecycle.initial options
     let mutable exit = None
@@ -837,7 +1007,11 @@ let private playCorrectChild (scenario: Scenario) =
                 receive "" |> ignore
 
             let outcome = receive (Json.encodeChildMessage message)
-            if outcome.ReplyBytes.Length > 0 then [ toChild outcome.ReplyBytes ] else []
+
+            if outcome.ReplyBytes.Length > 0 then
+                [ toChild outcome.ReplyBytes ]
+            else
+                []
         | Lifecycle.Effect.Invoke(action, callback) ->
             let mine, rest =
                 match choices with
@@ -900,9 +1074,31 @@ let private garbage =
     let token =
         Gen.elements
             [
-                "{"; "}"; "["; "]"; "\""; ":"; ","; " "; "null"; "true"; "1.5e400"; "-1"; "99999999999999999999"
-                "\"action\""; "\"status\""; "\"checkpoint\""; "\"responseFor\""; "\"sequenceNumber\""
-                "\"subSequenceNumber\""; "\"error\""; "\"initialize\""; "\"processRecords\""; "\\u0000"; "\uFEFF"; "\\"
+                "{"
+                "}"
+                "["
+                "]"
+                "\""
+                ":"
+                ","
+                " "
+                "null"
+                "true"
+                "1.5e400"
+                "-1"
+                "99999999999999999999"
+                "\"action\""
+                "\"status\""
+                "\"checkpoint\""
+                "\"responseFor\""
+                "\"sequenceNumber\""
+                "\"subSequenceNumber\""
+                "\"error\""
+                "\"initialize\""
+                "\"processRecords\""
+                "\\u0000"
+                "\uFEFF"
+                "\\"
             ]
 
     Gen.oneof [ Generators.unicodeString; Gen.listOf token |> Gen.map (String.concat "") ]
@@ -920,11 +1116,13 @@ let ``random garbage lines and bytes never throw, and each is recorded`` () =
 
     Check.One(
         Config.QuickThrowOnFailure.WithMaxTest 1000,
-        Prop.forAll (Arb.fromGen (Gen.zip garbage (Gen.arrayOf (Gen.choose (0, 255) |> Gen.map byte)))) (fun (text, bytes) ->
-            for session in phases do
-                let after, outcome = DaemonSession.receive text session
-                Assert.Equal(session.Lines.Length + 1, after.Lines.Length)
-                Assert.Equal<Finding list>(session.Findings @ outcome.Findings, after.Findings)
-                let after, _ = DaemonSession.receiveBytes bytes after
-                Assert.Equal(session.Lines.Length + 2, after.Lines.Length))
+        Prop.forAll
+            (Arb.fromGen (Gen.zip garbage (Gen.arrayOf (Gen.choose (0, 255) |> Gen.map byte))))
+            (fun (text, bytes) ->
+                for session in phases do
+                    let after, outcome = DaemonSession.receive text session
+                    Assert.Equal(session.Lines.Length + 1, after.Lines.Length)
+                    Assert.Equal<Finding list>(session.Findings @ outcome.Findings, after.Findings)
+                    let after, _ = DaemonSession.receiveBytes bytes after
+                    Assert.Equal(session.Lines.Length + 2, after.Lines.Length))
     )
