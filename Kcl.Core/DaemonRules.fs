@@ -87,9 +87,7 @@ let private coercedLong (value: JsonElement) =
             else
                 raise Unreadable
     | JsonValueKind.String ->
-        match
-            Int64.TryParse(value.GetString().Trim(), NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture)
-        with
+        match Int64.TryParse(value.GetString().Trim(), NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture) with
         | true, number -> Some number
         | false, _ -> raise Unreadable
     | _ -> raise Unreadable
@@ -105,7 +103,8 @@ let readStatusOrCheckpoint (line: string) : JacksonRead option =
         if root.ValueKind <> JsonValueKind.Object then
             None
         else
-            let properties = root.EnumerateObject() |> Seq.map (fun p -> p.Name, p.Value) |> List.ofSeq
+            let properties =
+                root.EnumerateObject() |> Seq.map (fun p -> p.Name, p.Value) |> List.ofSeq
 
             let action =
                 properties
@@ -134,7 +133,9 @@ let readStatusOrCheckpoint (line: string) : JacksonRead option =
                             | "action" -> sequence, subSequence
                             | "sequenceNumber" -> coercedString value, subSequence
                             | "subSequenceNumber" -> sequence, coercedLong value
-                            | "error" -> coercedString value |> ignore; sequence, subSequence
+                            | "error" ->
+                                coercedString value |> ignore
+                                sequence, subSequence
                             | _ -> raise Unreadable)
                         (None, None)
 

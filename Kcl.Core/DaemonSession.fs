@@ -16,8 +16,13 @@ type Session internal (state: State) =
     member _.Checkpoints = List.rev state.CheckpointsRev
     member _.Lines = List.rev state.LinesRev
     member _.Findings = List.rev state.FindingsRev
-    member this.Violations = this.Findings |> List.filter (fun f -> f.Severity = FindingSeverity.Violation)
-    member this.Warnings = this.Findings |> List.filter (fun f -> f.Severity = FindingSeverity.Warning)
+
+    member this.Violations =
+        this.Findings |> List.filter (fun f -> f.Severity = FindingSeverity.Violation)
+
+    member this.Warnings =
+        this.Findings |> List.filter (fun f -> f.Severity = FindingSeverity.Warning)
+
     member _.Checkpoint = state.Current
     member _.LargestPermitted = state.Largest
     member _.SequenceNumberAtShardEnd = state.AtShardEnd
@@ -64,7 +69,12 @@ type private Step =
     }
 
 let private quiet session handling =
-    { Handling = handling; Reply = None; Found = []; After = session }
+    {
+        Handling = handling
+        Reply = None
+        Found = []
+        After = session
+    }
 
 let private violation session handling kind line =
     {
@@ -77,17 +87,29 @@ let private violation session handling kind line =
 let private onCheckpoint (session: State) line sequence subSequence =
     match session.Phase with
     | Open(action, kind) ->
-        let session = { session with Requests = session.Requests + 1 }
+        let session =
+            { session with
+                Requests = session.Requests + 1
+            }
 
         let error, after, found =
             if not kind.HasCheckpointer then
                 Some CheckpointError.InvalidState,
                 session,
-                [ finding session FindingSeverity.Violation FindingKind.CheckpointNotAllowed (Some line) ]
+                [
+                    finding session FindingSeverity.Violation FindingKind.CheckpointNotAllowed (Some line)
+                ]
             else
-                match session.Settings.Faults |> List.tryFind (fun rule -> rule.Covers session.Requests) with
+                match
+                    session.Settings.Faults
+                    |> List.tryFind (fun rule -> rule.Covers session.Requests)
+                with
                 | Some rule ->
-                    Some rule.Error, { session with Lost = session.Lost || rule.Error.IsLeaseLost }, []
+                    Some rule.Error,
+                    { session with
+                        Lost = session.Lost || rule.Error.IsLeaseLost
+                    },
+                    []
                 | None ->
                     let error, after = perform session action sequence subSequence
                     error, after, []
@@ -111,7 +133,9 @@ let private onStatus (session: State) line (responseFor: string option) =
 
         let found =
             if kind = ShardEnded && not session.ShardEndCheckpointed && not session.Lost then
-                [ finding session FindingSeverity.Violation FindingKind.MissingShardEndCheckpoint (Some line) ]
+                [
+                    finding session FindingSeverity.Violation FindingKind.MissingShardEndCheckpoint (Some line)
+                ]
             else
                 []
 
@@ -141,7 +165,15 @@ let private onStatus (session: State) line (responseFor: string option) =
         violation session (LineHandling.StatusRejected responseFor) (FindingKind.StatusWithoutAction responseFor) line
 
 let private daemonSideActions =
-    set [ "initialize"; "processRecords"; "leaseLost"; "shardEnded"; "shutdownRequested"; "shutdown" ]
+    set
+        [
+            "initialize"
+            "processRecords"
+            "leaseLost"
+            "shardEnded"
+            "shutdownRequested"
+            "shutdown"
+        ]
 
 let private step (session: State) (line: string) =
     let skipped error =
@@ -161,9 +193,11 @@ let private step (session: State) (line: string) =
             match readStatusOrCheckpoint line, target with
             | Some(JacksonRead.Checkpoint(sequence, subSequence)), _ -> onCheckpoint session line sequence subSequence
             | _, CheckpointTarget.LastDelivered -> onCheckpoint session line None None
-            | _, CheckpointTarget.At(sequence, subSequence) -> onCheckpoint session line (Some sequence.Value) subSequence
+            | _, CheckpointTarget.At(sequence, subSequence) ->
+                onCheckpoint session line (Some sequence.Value) subSequence
         | Error(ProtocolError.NotAnObject "null") ->
-            let found = finding session FindingSeverity.Violation FindingKind.NullLine (Some line)
+            let found =
+                finding session FindingSeverity.Violation FindingKind.NullLine (Some line)
 
             {
                 Handling = LineHandling.Fatal
@@ -235,7 +269,11 @@ let recordDriverFailure (failure: DriverFailure) (session: Session) =
         | DriverFailure.NoExitAfterEndOfInput -> state.Phase
         | _ -> Exited
 
-    Session { state with FindingsRev = found :: state.FindingsRev; Phase = phase }
+    Session
+        { state with
+            FindingsRev = found :: state.FindingsRev
+            Phase = phase
+        }
 
 let nextStep (session: Session) =
     let state = session.State

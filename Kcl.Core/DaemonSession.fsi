@@ -18,7 +18,8 @@ type Session =
     member OpenAction: string option
     /// Every action sent, in order (checkpoint replies are not actions).
     member Sent: DaemonMessage list
-    /// The `responseFor` of every status that closed an action, in order. Rejected statuses are in `Findings`.
+    /// The `responseFor` of every status the daemon accepted (equal to the open action's name), in order. The
+    /// others are in `Findings`, including a wrong one for `shutdownRequested`, which still closes that action.
     member Statuses: string list
     /// Every checkpoint answered with no error, in order, with the action it came in.
     member Checkpoints: CheckpointRecord list

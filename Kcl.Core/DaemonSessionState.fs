@@ -31,10 +31,15 @@ type Kind =
         | ShardEnded -> true
         | _ -> false
 
+/// Where the daemon is with this child.
 type Phase =
+    /// No action awaits a status; the next may be sent.
     | Ready
+    /// `action` (its wire name) awaits its status.
     | Open of action: string * kind: Kind
+    /// The final action is answered: the daemon closes stdin and waits for the child to exit.
     | Closed
+    /// The real daemon would have exited (a fatal violation or a driver failure).
     | Exited
 
 /// Everything the daemon tracks for one child; lists are newest first.
@@ -172,7 +177,10 @@ let opened (session: State) (message: DaemonMessage) kind =
                     SubSequenceNumber = defaultArg subSequence 0L
                 })
 
-        { session with Current = checkpoint; Largest = checkpoint }
+        { session with
+            Current = checkpoint
+            Largest = checkpoint
+        }
     | DaemonMessage.ProcessRecords(records, _), _ ->
         // ProcessTask.filterAndGetMaxExtendedSequenceNumber: the largest record delivered so far.
         let largest =
@@ -185,11 +193,20 @@ let opened (session: State) (message: DaemonMessage) kind =
                         SubSequenceNumber = record.SubSequenceNumber
                     })
 
-        { session with Largest = largest; Delivered = session.Delivered + records.Length }
+        { session with
+            Largest = largest
+            Delivered = session.Delivered + records.Length
+        }
     | _, ShardEnded ->
         // ShutdownTask: sequenceNumberAtShardEnd = the largest permitted value, which becomes SHARD_END.
-        { session with AtShardEnd = session.Largest; Largest = Some shardEnd }
-    | _, ShutdownRequested -> { session with AfterShutdownRequested = true }
+        { session with
+            AtShardEnd = session.Largest
+            Largest = Some shardEnd
+        }
+    | _, ShutdownRequested ->
+        { session with
+            AfterShutdownRequested = true
+        }
     | _ -> session
 
 let finding (session: State) severity kind line =
@@ -220,7 +237,10 @@ let advance (session: State) action target =
 
     match session.Current with
     | Some current when equalsExtended current target ->
-        None, { session with CheckpointsRev = record current false :: session.CheckpointsRev }
+        None,
+        { session with
+            CheckpointsRev = record current false :: session.CheckpointsRev
+        }
     | _ when session.Lost -> Some CheckpointError.Shutdown, session
     | _ ->
         None,
@@ -247,12 +267,14 @@ let perform (session: State) action (sequence: string option) (subSequence: int6
                     SubSequenceNumber = subSequence
                 }
 
-            let notBelow = session.Current |> Option.forall (fun c -> compareExtended c target <= 0)
-            let notAbove = session.Largest |> Option.forall (fun l -> compareExtended target l <= 0)
+            let notBelow =
+                session.Current |> Option.forall (fun c -> compareExtended c target <= 0)
+
+            let notAbove =
+                session.Largest |> Option.forall (fun l -> compareExtended target l <= 0)
 
             if notBelow && notAbove then
                 advance session action target
             else
                 Some CheckpointError.IllegalArgument, session
         | _ -> Some CheckpointError.IllegalArgument, session
-

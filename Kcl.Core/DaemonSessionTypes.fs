@@ -113,7 +113,12 @@ type FaultRule =
         }
 
     /// Fails every request from request number `from` on.
-    static member Always(error: CheckpointError, from: int) = { Error = error; Count = None; From = from }
+    static member Always(error: CheckpointError, from: int) =
+        {
+            Error = error
+            Count = None
+            From = from
+        }
 
     /// True when the request with this 1-based index falls in the rule's window.
     member this.Covers(request: int) =
