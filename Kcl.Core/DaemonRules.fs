@@ -80,12 +80,9 @@ let private coercedLong (value: JsonElement) =
         match value.TryGetInt64() with
         | true, number -> Some number
         | false, _ ->
-            let truncated = Math.Truncate(value.GetDouble())
-
-            if truncated >= -9.2233720368547758e18 && truncated < 9.2233720368547758e18 then
-                Some(int64 truncated)
-            else
-                raise Unreadable
+            match JsonText.truncateToInt64 (value.GetDouble()) with
+            | Some value -> Some value
+            | None -> raise Unreadable
     | JsonValueKind.String ->
         match Int64.TryParse(value.GetString().Trim(), NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture) with
         | true, number -> Some number

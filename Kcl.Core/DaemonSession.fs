@@ -164,16 +164,7 @@ let private onStatus (session: State) line (responseFor: string option) =
     | _ ->
         violation session (LineHandling.StatusRejected responseFor) (FindingKind.StatusWithoutAction responseFor) line
 
-let private daemonSideActions =
-    set
-        [
-            "initialize"
-            "processRecords"
-            "leaseLost"
-            "shardEnded"
-            "shutdownRequested"
-            "shutdown"
-        ]
+let private daemonSideActions = set ActionNames.all
 
 let private step (session: State) (line: string) =
     let skipped error =

@@ -240,12 +240,9 @@ let private readRequestedSubSequence (reader: byref<Utf8JsonReader>) =
         match reader.TryGetInt64() with
         | true, value -> Some value
         | false, _ ->
-            let truncated = Math.Truncate(reader.GetDouble())
-
-            if truncated >= -9.2233720368547758e18 && truncated < 9.2233720368547758e18 then
-                Some(int64 truncated)
-            else
-                outOfRange (numberText &reader)
+            match truncateToInt64 (reader.GetDouble()) with
+            | Some value -> Some value
+            | None -> outOfRange (numberText &reader)
     | JsonTokenType.String ->
         let text = stringValue (&reader, "checkpoint", field)
 

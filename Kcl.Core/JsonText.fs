@@ -91,6 +91,15 @@ let private shown (text: string) =
         text
 
 /// The raw text of the current number token, cut for an error message.
+/// Jackson's coercion of a fractional JSON number into a Java `long`: truncated, or None outside the 64-bit range.
+let truncateToInt64 (value: float) =
+    let truncated = Math.Truncate value
+
+    if truncated >= -9.2233720368547758e18 && truncated < 9.2233720368547758e18 then
+        Some(int64 truncated)
+    else
+        None
+
 let numberText (reader: byref<Utf8JsonReader>) =
     shown (Encoding.UTF8.GetString reader.ValueSpan)
 

@@ -239,6 +239,13 @@ type DaemonMessage =
         | Shutdown _ -> "shutdown"
         | CheckpointReply _ -> "checkpoint"
 
+/// The wire names of the daemon's actions, each answered by exactly one status.
+[<RequireQualifiedAccess>]
+module ActionNames =
+    /// The actions of every supported daemon: the current five and the legacy `shutdown`.
+    let all =
+        [ "initialize"; "processRecords"; "leaseLost"; "shardEnded"; "shutdownRequested"; "shutdown" ]
+
 /// Every message the child writes to its stdout (PROTOCOL.md §3).
 [<RequireQualifiedAccess>]
 type ChildMessage =

@@ -159,15 +159,7 @@ let childMessage: Gen<ChildMessage> =
         [
             Gen.oneof
                 [
-                    Gen.elements
-                        [
-                            "initialize"
-                            "processRecords"
-                            "leaseLost"
-                            "shardEnded"
-                            "shutdownRequested"
-                            "shutdown"
-                        ]
+                    Gen.elements ActionNames.all
                     unicodeString
                 ]
             |> Gen.map ChildMessage.Status

@@ -137,15 +137,7 @@ let private daemonLines: (string * DaemonMessage) list =
 
 let private childLines: (string * ChildMessage) list =
     [
-        for action in
-            [
-                "initialize"
-                "processRecords"
-                "leaseLost"
-                "shardEnded"
-                "shutdownRequested"
-                "shutdown"
-            ] -> sprintf """{"action":"status","responseFor":"%s"}""" action, ChildMessage.Status action
+        for action in ActionNames.all -> sprintf """{"action":"status","responseFor":"%s"}""" action, ChildMessage.Status action
         for sequence, sub in [ B, 0L; A, 0L; K, 1L ] ->
             sprintf """{"action":"checkpoint","sequenceNumber":"%s","subSequenceNumber":%d}""" sequence sub,
             ChildMessage.Checkpoint(CheckpointTarget.At(seqNo sequence, Some sub))
