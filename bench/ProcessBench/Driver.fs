@@ -1,0 +1,127 @@
+/// A daemon stand-in that costs next to nothing: it writes pre-encoded lines and, for each line the child writes,
+/// only looks for "checkpoint" or "status" in it. Lock-step, as the real daemon: the next action goes only after the
+/// status of the last.
+module ProcessBench.Driver
+
+open System
+open System.Diagnostics
+open System.IO
+open ProcessBench.Workload
+
+type Child =
+    {
+        Name: string
+        File: string
+        Arguments: string list
+    }
+
+type Measurement =
+    {
+        Child: string
+        Workload: string
+        Records: int
+        Seconds: float
+        CpuSeconds: float
+        PeakRssMiB: float
+        StartupMs: float
+    }
+
+    member this.RecordsPerSecond = float this.Records / this.Seconds
+
+let private statusWord = ReadOnlyMemory<byte>("\"status\""B)
+let private checkpointWord = ReadOnlyMemory<byte>("\"checkpoint\""B)
+
+let private contains (line: ReadOnlySpan<byte>) (word: ReadOnlyMemory<byte>) = line.IndexOf word.Span >= 0
+
+/// Reads the child's stdout line by line from a buffer of its own.
+type private Lines(stream: Stream) =
+    let mutable buffer: byte[] = Array.zeroCreate 65536
+    let mutable start = 0
+    let mutable finish = 0
+
+    member _.Next() : ReadOnlyMemory<byte> =
+        let mutable result = ReadOnlyMemory<byte>.Empty
+        let mutable found = false
+
+        while not found do
+            let newline = Array.IndexOf(buffer, 10uy, start, finish - start)
+
+            if newline >= 0 then
+                result <- ReadOnlyMemory<byte>(buffer, start, newline - start)
+                start <- newline + 1
+                found <- true
+            else
+                if start > 0 then
+                    Buffer.BlockCopy(buffer, start, buffer, 0, finish - start)
+                    finish <- finish - start
+                    start <- 0
+
+                if finish = buffer.Length then Array.Resize(&buffer, buffer.Length * 2)
+                let read = stream.Read(buffer, finish, buffer.Length - finish)
+                if read = 0 then failwith "the child closed its stdout in the middle of the run"
+                finish <- finish + read
+
+        result
+
+/// Answers checkpoints until the status comes.
+let private untilStatus (lines: Lines) (stdin: Stream) (reply: byte[]) =
+    let mutable waiting = true
+
+    while waiting do
+        let line = lines.Next().Span
+
+        if contains line statusWord then waiting <- false
+        elif contains line checkpointWord then
+            stdin.Write reply
+            stdin.Flush()
+
+/// Runs one child over the workload under GNU time, which reports its CPU time and peak RSS.
+let run (child: Child) (workload: Workload) =
+    let timeFile = Path.GetTempFileName()
+
+    let info =
+        ProcessStartInfo(
+            "/usr/bin/time",
+            [ "-f"; "%U %S %M"; "-o"; timeFile; child.File ] @ child.Arguments,
+            RedirectStandardInput = true,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false
+        )
+
+    let clock = Stopwatch.StartNew()
+    use proc = Process.Start info
+    proc.ErrorDataReceived.Add ignore
+    proc.BeginErrorReadLine()
+    let stdin = proc.StandardInput.BaseStream
+    let lines = Lines proc.StandardOutput.BaseStream
+    stdin.Write workload.Initialize
+    stdin.Flush()
+    untilStatus lines stdin workload.Reply
+    let startup = clock.Elapsed.TotalMilliseconds
+    let steady = Stopwatch.StartNew()
+
+    for batch in workload.Batches do
+        stdin.Write batch
+        stdin.Flush()
+        untilStatus lines stdin workload.Reply
+
+    stdin.Write workload.ShardEnded
+    stdin.Flush()
+    untilStatus lines stdin workload.Reply
+    stdin.Close()
+    proc.WaitForExit()
+    let seconds = steady.Elapsed.TotalSeconds
+
+    let fields = (File.ReadAllLines timeFile |> Array.last).Split ' '
+    File.Delete timeFile
+
+    {
+        Child = child.Name
+        Workload = workload.Name
+        Records = workload.Records
+        Seconds = seconds
+        CpuSeconds = float fields[0] + float fields[1]
+        PeakRssMiB = float fields[2] / 1024.0
+        StartupMs = startup
+    }
