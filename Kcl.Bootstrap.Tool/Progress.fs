@@ -13,13 +13,16 @@ let private size (bytes: int64) =
     elif bytes >= 1024L then sprintf "%.1f KiB" (float bytes / 1024.0)
     else sprintf "%d B" bytes
 
-/// Plain lines: one per download and retry, then a summary. Cache hits stay quiet.
+// Console.Error.WriteLine is synchronized, so lines from parallel downloads never interleave (eprintfn may).
+let private line (text: string) = Console.Error.WriteLine text
+
+/// Plain lines: one per download and retry. Cache hits stay quiet.
 let plain (event: FetchEvent) =
     match event with
-    | FetchEvent.Started n -> eprintfn "kcl-bootstrap: verifying %d jars" n
-    | FetchEvent.Verified(c, _, bytes, false) -> eprintfn "kcl-bootstrap: downloaded %O (%s)" c (size bytes)
+    | FetchEvent.Started n -> line (sprintf "kcl-bootstrap: verifying %d jars" n)
+    | FetchEvent.Verified(c, _, bytes, false) -> line (sprintf "kcl-bootstrap: downloaded %O (%s)" c (size bytes))
     | FetchEvent.Retrying(c, _, attempt, delay, reason) ->
-        eprintfn "kcl-bootstrap: %O: attempt %d failed (%s); retrying in %.1f s" c attempt reason delay.TotalSeconds
+        line (sprintf "kcl-bootstrap: %O: attempt %d failed (%s); retrying in %.1f s" c attempt reason delay.TotalSeconds)
     | FetchEvent.Verified _
     | FetchEvent.Received _ -> ()
 
