@@ -25,12 +25,20 @@ type Arguments =
             match this with
             | Properties _ -> "the daemon's properties file (required unless --print-classpath)."
             | Java _ -> "the java executable (default: $JAVA_HOME/bin/java, then java on the PATH)."
-            | Jar_Path _ -> "the jar cache folder, created if missing; jars go under <dir>/<kcl-version>/ (env KCL_CACHE_DIR; default: the user's cache directory)."
-            | Execute -> "run the daemon (on Unix the bootstrap becomes java, so signals and the exit code pass through) instead of printing the command."
+            | Jar_Path _ ->
+                "the jar cache folder, created if missing; jars go under <dir>/<kcl-version>/ (env KCL_CACHE_DIR; default: the user's cache directory)."
+            | Execute ->
+                "run the daemon (on Unix the bootstrap becomes java, so signals and the exit code pass through) instead of printing the command."
             | Log_Configuration _ -> "a logback configuration file for the daemon."
-            | Maven_Repo _ -> "a Maven-layout repository: http(s):// or file:// URL, or a folder (env KCL_MAVEN_REPO; default Maven Central)."
-            | Manifest _ -> "a flat list of group:artifact:version (optionally followed by sha1:<hex> or sha256:<hex>), or a flattened pom.xml. No transitive resolution is done: list every jar."
-            | Kcl_Version _ -> sprintf "a shipped KCL release: %s (default %s)." (String.concat ", " Kcl.Bootstrap.Manifest.releases) Kcl.Bootstrap.Manifest.DefaultKclVersion
+            | Maven_Repo _ ->
+                "a Maven-layout repository: http(s):// or file:// URL, or a folder (env KCL_MAVEN_REPO; default Maven Central)."
+            | Manifest _ ->
+                "a flat list of group:artifact:version (optionally followed by sha1:<hex> or sha256:<hex>), or a flattened pom.xml. No transitive resolution is done: list every jar."
+            | Kcl_Version _ ->
+                sprintf
+                    "a shipped KCL release: %s (default %s)."
+                    (String.concat ", " Kcl.Bootstrap.Manifest.releases)
+                    Kcl.Bootstrap.Manifest.DefaultKclVersion
             | Offline -> "never download; fail if a jar is missing or does not verify."
             | Jvm_Arg _ -> "a JVM option, repeatable (write --jvm-arg=-Xmx1g for options starting with '-')."
             | Classpath_Extra _ -> "an extra classpath entry after the jars, repeatable."

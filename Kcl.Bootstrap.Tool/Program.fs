@@ -29,7 +29,14 @@ let main argv =
         use client = Fetch.createClient ()
 
         let work report =
-            Bootstrap.prepare client getEnv (eprintfn "warning: %s") report printClasspath options CancellationToken.None
+            Bootstrap.prepare
+                client
+                getEnv
+                (eprintfn "warning: %s")
+                report
+                printClasspath
+                options
+                CancellationToken.None
 
         let prepared = (Progress.run work).GetAwaiter().GetResult()
 

@@ -9,9 +9,12 @@ open Kcl.Bootstrap
 open Spectre.Console
 
 let private size (bytes: int64) =
-    if bytes >= 1048576L then sprintf "%.1f MiB" (float bytes / 1048576.0)
-    elif bytes >= 1024L then sprintf "%.1f KiB" (float bytes / 1024.0)
-    else sprintf "%d B" bytes
+    if bytes >= 1048576L then
+        sprintf "%.1f MiB" (float bytes / 1048576.0)
+    elif bytes >= 1024L then
+        sprintf "%.1f KiB" (float bytes / 1024.0)
+    else
+        sprintf "%d B" bytes
 
 // Console.Error.WriteLine is synchronized, so lines from parallel downloads never interleave (eprintfn may).
 let private line (text: string) = Console.Error.WriteLine text
@@ -22,7 +25,9 @@ let plain (event: FetchEvent) =
     | FetchEvent.Started n -> line (sprintf "kcl-bootstrap: verifying %d jars" n)
     | FetchEvent.Verified(c, _, bytes, false) -> line (sprintf "kcl-bootstrap: downloaded %O (%s)" c (size bytes))
     | FetchEvent.Retrying(c, _, attempt, delay, reason) ->
-        line (sprintf "kcl-bootstrap: %O: attempt %d failed (%s); retrying in %.1f s" c attempt reason delay.TotalSeconds)
+        line (
+            sprintf "kcl-bootstrap: %O: attempt %d failed (%s); retrying in %.1f s" c attempt reason delay.TotalSeconds
+        )
     | FetchEvent.Verified _
     | FetchEvent.Received _ -> ()
 
@@ -31,7 +36,9 @@ let run (work: (FetchEvent -> unit) -> Task<'T>) : Task<'T> =
     if Console.IsErrorRedirected then
         work plain
     else
-        let console = AnsiConsole.Create(AnsiConsoleSettings(Out = AnsiConsoleOutput(Console.Error)))
+        let console =
+            AnsiConsole.Create(AnsiConsoleSettings(Out = AnsiConsoleOutput(Console.Error)))
+
         let clock = Stopwatch.StartNew()
         let mutable bytes = 0L
 
@@ -45,7 +52,14 @@ let run (work: (FetchEvent -> unit) -> Task<'T>) : Task<'T> =
 
                 let describe () =
                     let rate = float bytes / max 0.001 clock.Elapsed.TotalSeconds
-                    jars.Description <- sprintf "%d/%d jars, %s, %s/s" (int jars.Value) (int jars.MaxValue) (size bytes) (size (int64 rate))
+
+                    jars.Description <-
+                        sprintf
+                            "%d/%d jars, %s, %s/s"
+                            (int jars.Value)
+                            (int jars.MaxValue)
+                            (size bytes)
+                            (size (int64 rate))
 
                 work (fun event ->
                     lock gate (fun () ->
@@ -53,6 +67,7 @@ let run (work: (FetchEvent -> unit) -> Task<'T>) : Task<'T> =
                         | FetchEvent.Started n -> jars.MaxValue <- float (max n 1)
                         | FetchEvent.Received(_, n) -> bytes <- bytes + n
                         | FetchEvent.Verified _ -> jars.Increment 1.0
-                        | FetchEvent.Retrying _ -> console.MarkupLineInterpolated($"[yellow]retrying[/] {string event}")
+                        | FetchEvent.Retrying _ ->
+                            console.MarkupLineInterpolated($"[yellow]retrying[/] {string event}")
 
                         describe ())))

@@ -99,19 +99,29 @@ module Bootstrap =
             Parallelism = None
         }
 
-    let private fail code messages = Error { ExitCode = code; Messages = messages }
+    let private fail code messages =
+        Error { ExitCode = code; Messages = messages }
 
     /// The manifest the options name: --manifest FILE, else --kcl-version, else the default release.
     let manifest (options: BootstrapOptions) : Result<Manifest, BootstrapFailure> =
         match options.ManifestFile, options.KclVersion with
         | Some _, Some _ -> fail ExitCode.Usage [ "--manifest and --kcl-version exclude each other" ]
-        | Some file, None when not (File.Exists file) -> fail ExitCode.Usage [ sprintf "--manifest %s: no such file" file ]
+        | Some file, None when not (File.Exists file) ->
+            fail ExitCode.Usage [ sprintf "--manifest %s: no such file" file ]
         | Some file, None ->
             Manifest.parse (File.ReadAllText file)
-            |> Result.mapError (fun e -> { ExitCode = ExitCode.Usage; Messages = [ sprintf "--manifest %s: %s" file e ] })
+            |> Result.mapError (fun e ->
+                {
+                    ExitCode = ExitCode.Usage
+                    Messages = [ sprintf "--manifest %s: %s" file e ]
+                })
         | None, version ->
             Manifest.release (defaultArg version Manifest.DefaultKclVersion)
-            |> Result.mapError (fun e -> { ExitCode = ExitCode.Usage; Messages = [ e ] })
+            |> Result.mapError (fun e ->
+                {
+                    ExitCode = ExitCode.Usage
+                    Messages = [ e ]
+                })
 
     /// The repository URL: an http(s) or file URL, or a local folder's path.
     let repository (getEnv: string -> string option) (options: BootstrapOptions) : Result<Uri, BootstrapFailure> =
@@ -123,7 +133,12 @@ module Bootstrap =
         match Uri.TryCreate(text, UriKind.Absolute) with
         | true, uri when uri.Scheme = "http" || uri.Scheme = "https" || uri.IsFile -> Ok uri
         | _ when Directory.Exists text -> Ok(Uri(Path.GetFullPath text))
-        | _ -> fail ExitCode.Usage [ sprintf "maven repository '%s' is neither an http(s):// or file:// URL nor a folder" text ]
+        | _ ->
+            fail
+                ExitCode.Usage
+                [
+                    sprintf "maven repository '%s' is neither an http(s):// or file:// URL nor a folder" text
+                ]
 
     /// Everything up to the command: manifest, properties, fetch, then (for a launch) Java. Warnings go to warn,
     /// fetch progress to report. With printClasspathOnly the properties file is optional and Java is not checked.
@@ -152,15 +167,18 @@ module Bootstrap =
                             let findings = Properties.check file
 
                             for f in findings do
-                                if f.Severity = Severity.Warning then warn (sprintf "%s: %s" file f.Message)
+                                if f.Severity = Severity.Warning then
+                                    warn (sprintf "%s: %s" file f.Message)
 
                             match findings |> List.filter (fun f -> f.Severity = Severity.Error) with
                             | [] -> Ok(Some(Path.GetFullPath file))
-                            | errors -> fail ExitCode.Properties (errors |> List.map (fun f -> sprintf "%s: %s" file f.Message))
+                            | errors ->
+                                fail ExitCode.Properties (errors |> List.map (fun f -> sprintf "%s: %s" file f.Message))
 
                     do!
                         match options.LogConfiguration with
-                        | Some file when not (File.Exists file) -> fail ExitCode.Usage [ sprintf "--log-configuration %s: no such file" file ]
+                        | Some file when not (File.Exists file) ->
+                            fail ExitCode.Usage [ sprintf "--log-configuration %s: no such file" file ]
                         | _ -> Ok()
 
                     let cacheRoot =
@@ -191,13 +209,26 @@ module Bootstrap =
                     let classpath = Classpath.build Platform.current fetched.Jars extras properties
 
                     match properties with
-                    | None -> return Ok { Classpath = classpath; Command = None; Fetched = fetched }
-                    | Some _ when printClasspathOnly -> return Ok { Classpath = classpath; Command = None; Fetched = fetched }
+                    | None ->
+                        return
+                            Ok
+                                {
+                                    Classpath = classpath
+                                    Command = None
+                                    Fetched = fetched
+                                }
+                    | Some _ when printClasspathOnly ->
+                        return
+                            Ok
+                                {
+                                    Classpath = classpath
+                                    Command = None
+                                    Fetched = fetched
+                                }
                     | Some propertiesFile ->
                         let java =
                             result {
-                                let! java =
-                                    Java.locate Platform.current options.Java getEnv File.Exists
+                                let! java = Java.locate Platform.current options.Java getEnv File.Exists
                                 let! version = Java.version java
                                 do! Java.check version (Java.requirement fetched.Jars)
                                 return java, version
@@ -208,7 +239,10 @@ module Bootstrap =
                         | Ok(java, version) ->
                             let jvmArgs =
                                 options.JvmArgs
-                                @ (if Java.needsUtf8Flag version options.JvmArgs then [ "-Dfile.encoding=UTF-8" ] else [])
+                                @ (if Java.needsUtf8Flag version options.JvmArgs then
+                                       [ "-Dfile.encoding=UTF-8" ]
+                                   else
+                                       [])
 
                             let command =
                                 Command.build
@@ -222,5 +256,11 @@ module Bootstrap =
                                         PropertiesAsOption = Manifest.takesPropertiesOption manifest.KclVersion
                                     }
 
-                            return Ok { Classpath = classpath; Command = Some command; Fetched = fetched }
+                            return
+                                Ok
+                                    {
+                                        Classpath = classpath
+                                        Command = Some command
+                                        Fetched = fetched
+                                    }
         }

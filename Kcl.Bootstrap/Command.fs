@@ -60,10 +60,13 @@ module Command =
 
     /// Quotes one word for a POSIX shell: left bare when it holds only safe characters, else single-quoted.
     let quotePosix (word: string) =
-        let safe (c: char) = Char.IsAsciiLetterOrDigit c || "@%+=:,./-_".Contains c
+        let safe (c: char) =
+            Char.IsAsciiLetterOrDigit c || "@%+=:,./-_".Contains c
 
-        if word <> "" && Seq.forall safe word then word
-        else "'" + word.Replace("'", "'\\''") + "'"
+        if word <> "" && Seq.forall safe word then
+            word
+        else
+            "'" + word.Replace("'", "'\\''") + "'"
 
     /// Quotes one word as the Windows C runtime (CommandLineToArgvW) splits a command line: double quotes, with
     /// backslashes doubled only before a quote.

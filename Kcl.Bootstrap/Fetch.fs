@@ -71,7 +71,8 @@ type FetchError =
                 (string actual)
         | Failed(c, url, attempts, reason) ->
             sprintf "%s: download failed after %d attempt(s) (%s): %s" (string c) attempts url reason
-        | MissingOffline(c, path, reason) -> sprintf "%s: %s at %s, and --offline forbids downloading" (string c) reason path
+        | MissingOffline(c, path, reason) ->
+            sprintf "%s: %s at %s, and --offline forbids downloading" (string c) reason path
 
 /// The verified jars, in manifest order.
 type FetchResult =
@@ -108,9 +109,12 @@ module Fetch =
         let xdg = Environment.GetEnvironmentVariable "XDG_CACHE_HOME"
 
         let root =
-            if not (String.IsNullOrEmpty xdg) then xdg
-            elif OperatingSystem.IsWindows() then Environment.GetFolderPath Environment.SpecialFolder.LocalApplicationData
-            else Path.Combine(Environment.GetFolderPath Environment.SpecialFolder.UserProfile, ".cache")
+            if not (String.IsNullOrEmpty xdg) then
+                xdg
+            elif OperatingSystem.IsWindows() then
+                Environment.GetFolderPath Environment.SpecialFolder.LocalApplicationData
+            else
+                Path.Combine(Environment.GetFolderPath Environment.SpecialFolder.UserProfile, ".cache")
 
         Path.Combine(root, "kcl-bootstrap")
 
@@ -142,7 +146,8 @@ module Fetch =
 
     /// Hashes a file with the expected digest's algorithm.
     let hashFile (expected: Digest) (path: string) =
-        use stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 <<< 16)
+        use stream =
+            new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 <<< 16)
 
         let bytes =
             match expected with
@@ -258,11 +263,21 @@ module Fetch =
                             return Error(Transient(sprintf "HTTP %d %O" (int status) status, retryAfter))
                         else
                             return
-                                Error(Final(FetchError.Failed(coordinate, string url, 1, sprintf "HTTP %d %O" (int status) status)))
+                                Error(
+                                    Final(
+                                        FetchError.Failed(
+                                            coordinate,
+                                            string url,
+                                            1,
+                                            sprintf "HTTP %d %O" (int status) status
+                                        )
+                                    )
+                                )
                 with
                 | :? HttpRequestException as e -> return Error(Transient(e.Message, None))
                 | :? IOException as e -> return Error(Transient(e.Message, None))
-                | :? TaskCanceledException as e when not ct.IsCancellationRequested -> return Error(Transient("timed out: " + e.Message, None))
+                | :? TaskCanceledException as e when not ct.IsCancellationRequested ->
+                    return Error(Transient("timed out: " + e.Message, None))
         }
 
     // Fetches the expected digest from the repository: .sha256 where it exists, else .sha1.
@@ -284,7 +299,14 @@ module Fetch =
                                 | Some digest -> return Done digest
                                 | None ->
                                     return
-                                        Final(FetchError.Failed(coordinate, string url, 1, "the checksum file holds no " + algorithm + " digest"))
+                                        Final(
+                                            FetchError.Failed(
+                                                coordinate,
+                                                string url,
+                                                1,
+                                                "the checksum file holds no " + algorithm + " digest"
+                                            )
+                                        )
                             with
                             | :? HttpRequestException as e -> return Transient(e.Message, None)
                             | :? IOException as e -> return Transient(e.Message, None)
@@ -310,11 +332,13 @@ module Fetch =
                     try
                         try
                             use hash = IncrementalHash.CreateHash(hashAlgorithm expected)
-                            let buffer = Array.zeroCreate<byte> (1 <<< 16)
+                            let buffer = Array.zeroCreate<byte>(1 <<< 16)
 
                             do!
                                 task {
-                                    use target = new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None)
+                                    use target =
+                                        new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None)
+
                                     let mutable read = -1
 
                                     while read <> 0 do
@@ -349,14 +373,27 @@ module Fetch =
                         dispose ()
             })
 
-    let private fetchOne (client: HttpClient) settings report kclVersion (entry: ManifestEntry) (ct: CancellationToken) =
+    let private fetchOne
+        (client: HttpClient)
+        settings
+        report
+        kclVersion
+        (entry: ManifestEntry)
+        (ct: CancellationToken)
+        =
         task {
             let coordinate = entry.Coordinate
-            let jar = Classpath.jarPath Platform.current settings.CacheRoot kclVersion coordinate
+
+            let jar =
+                Classpath.jarPath Platform.current settings.CacheRoot kclVersion coordinate
 
             let cached =
                 if File.Exists jar then
-                    match (match entry.Pinned with Some d -> Some d | None -> recordedDigest jar) with
+                    match
+                        (match entry.Pinned with
+                         | Some d -> Some d
+                         | None -> recordedDigest jar)
+                    with
                     | Some expected when hashFile expected jar = expected -> Ok()
                     | Some _ -> Error "the cached jar no longer matches its digest"
                     | None -> Error "the cached jar has no recorded digest"
@@ -422,12 +459,20 @@ module Fetch =
                         |> ValueTask
                 )
 
-            let errors = results |> Array.choose (function Error e -> Some e | Ok _ -> None)
+            let errors =
+                results
+                |> Array.choose (function
+                    | Error e -> Some e
+                    | Ok _ -> None)
 
             if errors.Length > 0 then
                 return Error(List.ofArray errors)
             else
-                let jars = results |> Array.choose (function Ok r -> Some r | Error _ -> None)
+                let jars =
+                    results
+                    |> Array.choose (function
+                        | Ok r -> Some r
+                        | Error _ -> None)
 
                 return
                     Ok

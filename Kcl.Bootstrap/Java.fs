@@ -66,7 +66,10 @@ module Java =
                 let first = int numbers.Groups[1].Value
 
                 let feature =
-                    if first = 1 && numbers.Groups[2].Success then int numbers.Groups[2].Value else first
+                    if first = 1 && numbers.Groups[2].Success then
+                        int numbers.Groups[2].Value
+                    else
+                        first
 
                 Ok { Feature = feature; Text = text }
 
@@ -74,7 +77,10 @@ module Java =
     let countsTowardsMinimum (entry: string) =
         entry.EndsWith(".class", StringComparison.Ordinal)
         && not (entry.StartsWith("META-INF/versions/", StringComparison.Ordinal))
-        && not (entry = "module-info.class" || entry.EndsWith("/module-info.class", StringComparison.Ordinal))
+        && not (
+            entry = "module-info.class"
+            || entry.EndsWith("/module-info.class", StringComparison.Ordinal)
+        )
 
     let private highestInJar (jar: string) =
         use archive = ZipFile.OpenRead jar
@@ -87,7 +93,12 @@ module Java =
                 stream.ReadExactly(header, 0, 8)
 
                 // 0xCAFEBABE, then u2 minor, then u2 major, big-endian.
-                if header[0] = 0xCAuy && header[1] = 0xFEuy && header[2] = 0xBAuy && header[3] = 0xBEuy then
+                if
+                    header[0] = 0xCAuy
+                    && header[1] = 0xFEuy
+                    && header[2] = 0xBAuy
+                    && header[3] = 0xBEuy
+                then
                     let major = (int header[6] <<< 8) ||| int header[7]
 
                     if best |> Option.forall (fun b -> major > b.Major) then
@@ -105,7 +116,10 @@ module Java =
     /// The class with the highest class-file major version among the jars (scanned in parallel), if any has classes.
     let requirement (jars: string list) : ClassRequirement option =
         let found = Array.zeroCreate<ClassRequirement option> jars.Length
-        Parallel.For(0, jars.Length, fun i -> found[i] <- highestInJar jars[i]) |> ignore
+
+        Parallel.For(0, jars.Length, fun i -> found[i] <- highestInJar jars[i])
+        |> ignore
+
         found |> Array.choose id |> Array.sortByDescending _.Major |> Array.tryHead
 
     /// Finds java: the explicit path, then $JAVA_HOME/bin/java, then the PATH. Pure: lookups are passed in.
@@ -174,7 +188,10 @@ module Java =
     /// POSIX locale turns every non-ASCII partition key into '?' (PROTOCOL.md §1.1); the user's own setting wins.
     let needsUtf8Flag (version: JavaVersion) (jvmArgs: string list) =
         version.Feature <= 17
-        && not (jvmArgs |> List.exists (fun a -> a.StartsWith("-Dfile.encoding=", StringComparison.Ordinal)))
+        && not (
+            jvmArgs
+            |> List.exists (fun a -> a.StartsWith("-Dfile.encoding=", StringComparison.Ordinal))
+        )
 
     /// Checks a runtime against the jars' requirement; the error names both versions and the class that needs it.
     let check (version: JavaVersion) (requirement: ClassRequirement option) : Result<unit, string> =

@@ -86,10 +86,15 @@ module Launch =
                 null
             |]
 
-        let argv = Array.append (Array.ofList (command.Program :: command.Arguments)) [| null |]
-        Native.execve(command.Program, argv, environment) |> ignore
+        let argv =
+            Array.append (Array.ofList (command.Program :: command.Arguments)) [| null |]
+
+        Native.execve (command.Program, argv, environment) |> ignore
         sprintf "cannot execute %s: %s" command.Program (Marshal.GetLastPInvokeErrorMessage())
 
     /// Runs the daemon: execve on Unix (returns only on failure), a tied child elsewhere; the exit code or an error.
     let execute (command: Command) : Result<int, string> =
-        if OperatingSystem.IsWindows() then Ok(runChild command) else Error(exec command)
+        if OperatingSystem.IsWindows() then
+            Ok(runChild command)
+        else
+            Error(exec command)

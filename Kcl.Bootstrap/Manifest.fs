@@ -72,7 +72,8 @@ type Manifest =
 module Coordinate =
     let private isValidPart (s: string) =
         s.Length > 0
-        && s |> Seq.forall (fun c -> Char.IsLetterOrDigit c || c = '.' || c = '-' || c = '_' || c = '+')
+        && s
+           |> Seq.forall (fun c -> Char.IsLetterOrDigit c || c = '.' || c = '-' || c = '_' || c = '+')
 
     /// Parses "group:artifact:version"; a fourth part (a classifier or packaging) is refused, since every jar the
     /// daemon needs is a plain jar.
@@ -83,7 +84,8 @@ module Coordinate =
         | _ -> Error(sprintf "'%s' is not a Maven coordinate of the form group:artifact:version" (text.Trim()))
 
     /// The jar's file name: artifact-version.jar.
-    let fileName (c: Coordinate) = sprintf "%s-%s.jar" c.Artifact c.Version
+    let fileName (c: Coordinate) =
+        sprintf "%s-%s.jar" c.Artifact c.Version
 
     /// The jar's path inside a Maven-layout repository, with '/' separators: group dots become folders.
     let repositoryPath (c: Coordinate) =
@@ -149,7 +151,8 @@ module Manifest =
             |> Array.mapi (fun i line -> i + 1, line.Trim())
             |> Array.filter (fun (_, line) -> line <> "" && not (line.StartsWith "#"))
             |> Array.map (fun (number, line) ->
-                let fail message = Error(sprintf "line %d: %s" number message)
+                let fail message =
+                    Error(sprintf "line %d: %s" number message)
 
                 match line.Split([| ' '; '\t' |], StringSplitOptions.RemoveEmptyEntries) with
                 | [| coordinate |] ->
@@ -163,7 +166,12 @@ module Manifest =
                     | _, Error e -> fail e
                 | _ -> fail (sprintf "expected 'group:artifact:version [sha1:<hex>|sha256:<hex>]', found '%s'" line))
 
-        match parsed |> Array.tryPick (function Error e -> Some e | Ok _ -> None) with
+        match
+            parsed
+            |> Array.tryPick (function
+                | Error e -> Some e
+                | Ok _ -> None)
+        with
         | Some e -> Error e
         | None -> parsed |> Array.choose Result.toOption |> List.ofArray |> build
 
@@ -173,8 +181,13 @@ module Manifest =
     let parsePom (text: string) : Result<Manifest, string> =
         try
             let doc = XDocument.Parse text
-            let named (name: string) (e: XElement) = e.Elements() |> Seq.filter (fun c -> c.Name.LocalName = name)
-            let value name (e: XElement) = named name e |> Seq.tryHead |> Option.map (fun c -> c.Value.Trim())
+
+            let named (name: string) (e: XElement) =
+                e.Elements() |> Seq.filter (fun c -> c.Name.LocalName = name)
+
+            let value name (e: XElement) =
+                named name e |> Seq.tryHead |> Option.map (fun c -> c.Value.Trim())
+
             let project = doc.Root
 
             let properties =
@@ -216,7 +229,12 @@ module Manifest =
 
             let entries = dependencies |> List.map entry
 
-            match entries |> List.tryPick (function Error e -> Some e | Ok _ -> None) with
+            match
+                entries
+                |> List.tryPick (function
+                    | Error e -> Some e
+                    | Ok _ -> None)
+            with
             | Some e -> Error("pom.xml: " + e)
             | None -> entries |> List.choose Result.toOption |> build
         with :? Xml.XmlException as e ->
@@ -224,7 +242,10 @@ module Manifest =
 
     /// Parses either form, telling them apart by a leading '<'.
     let parse (text: string) : Result<Manifest, string> =
-        if text.TrimStart().StartsWith "<" then parsePom text else parseLines text
+        if text.TrimStart().StartsWith "<" then
+            parsePom text
+        else
+            parseLines text
 
     /// The manifest of a release that ships with this library.
     let release (kclVersion: string) : Result<Manifest, string> =

@@ -42,7 +42,10 @@ module Platform =
 
     /// The platform this process runs on.
     let current =
-        if RuntimeInformation.IsOSPlatform OSPlatform.Windows then windows else unix
+        if RuntimeInformation.IsOSPlatform OSPlatform.Windows then
+            windows
+        else
+            unix
 
     /// Joins path segments with the platform's separator, without doubling a separator already at a joint.
     let combine (platform: Platform) (segments: string list) =

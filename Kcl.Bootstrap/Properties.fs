@@ -73,7 +73,9 @@ module Properties =
                     result.Add(current.ToString())
                     current.Clear() |> ignore
 
-            if current.Length > 0 then result.Add(current.ToString())
+            if current.Length > 0 then
+                result.Add(current.ToString())
+
             result
 
         logical
@@ -84,7 +86,9 @@ module Properties =
 
             while i < line.Length
                   && not (line[i] = '=' || line[i] = ':' || Char.IsWhiteSpace line[i]) do
-                if line[i] = '\\' then i <- i + 1
+                if line[i] = '\\' then
+                    i <- i + 1
+
                 i <- i + 1
 
             let key = line.Substring(0, min i line.Length)
@@ -93,7 +97,8 @@ module Properties =
             while j < line.Length && Char.IsWhiteSpace line[j] do
                 j <- j + 1
 
-            if j < line.Length && (line[j] = '=' || line[j] = ':') then j <- j + 1
+            if j < line.Length && (line[j] = '=' || line[j] = ':') then
+                j <- j + 1
 
             while j < line.Length && Char.IsWhiteSpace line[j] do
                 j <- j + 1
@@ -103,39 +108,100 @@ module Properties =
 
     /// The keys the daemon applies (MultiLangDaemonConfig and MultiLangDaemonConfiguration, PROTOCOL.md §5.2).
     let knownKeys =
-        set [
-            "executableName"; "processingLanguage"; "maxActiveThreads"; "applicationName"; "streamName"; "streamArn"
-            "tableName"; "workerId"; "AwsCredentialsProvider"; "AwsCredentialsProviderDynamoDB"
-            "AwsCredentialsProviderCloudWatch"; "regionName"; "kinesisEndpoint"; "dynamoDBEndpoint"; "retrievalMode"
-            "maxRecords"; "idleTimeBetweenReadsInMillis"; "retryGetRecordsInSeconds"; "maxGetRecordsThreadPool"
-            "millisBehindLatestThresholdForReducedTps"; "callProcessRecordsEvenForEmptyRecordList"
-            "initialPositionInStream"; "initialPositionInStreamExtended"; "timeoutInSeconds"; "shutdownGraceMillis"
-            "failoverTimeMillis"; "shardSyncIntervalMillis"; "cleanupLeasesUponShardCompletion"
-            "ignoreUnexpectedChildShards"; "maxLeasesForWorker"; "maxLeasesToStealAtOneTime"
-            "initialLeaseTableReadCapacity"; "initialLeaseTableWriteCapacity"; "maxLeaseRenewalThreads"
-            "listShardsBackoffTimeInMillis"; "maxListShardsRetryAttempts"; "leaseTableScanTotalSegments"
-            "leaseAssignmentIntervalMillis"; "enablePriorityLeaseAssignment"; "leaseTableDeletionProtectionEnabled"
-            "leaseTablePitrEnabled"; "parentShardPollIntervalMillis"; "skipShardSyncAtWorkerInitializationIfLeasesExist"
-            "schedulerInitializationBackoffTimeMillis"; "taskBackoffTimeMillis"; "logWarningForTaskAfterMillis"
-            "metricsBufferTimeMillis"; "metricsMaxQueueSize"; "metricsLevel"; "metricsEnabledDimensions"
-            "validateSequenceNumberBeforeCheckpointing"; "clientVersionConfig"; "coordinatorStateTableName"
-            "coordinatorStateBillingMode"; "coordinatorStateReadCapacity"; "coordinatorStateWriteCapacity"
-            "coordinatorStatePointInTimeRecoveryEnabled"; "coordinatorStateDeletionProtectionEnabled"
-            "coordinatorStateTags"; "gracefulLeaseHandoffTimeoutMillis"; "isGracefulLeaseHandoffEnabled"
-            "workerMetricsTableName"; "workerMetricsBillingMode"; "workerMetricsReadCapacity"
-            "workerMetricsWriteCapacity"; "workerMetricsPointInTimeRecoveryEnabled"
-            "workerMetricsDeletionProtectionEnabled"; "workerMetricsTags"; "inMemoryWorkerMetricsCaptureFrequencyMillis"
-            "workerMetricsReporterFreqInMillis"; "noOfPersistedMetricsPerWorkerMetrics"; "disableWorkerMetrics"
-            "maxThroughputPerHostKBps"; "dampeningPercentage"; "reBalanceThresholdPercentage"
-            "allowThroughputOvershoot"; "varianceBalancingFrequency"; "workerMetricsEMAAlpha"
-            "staleWorkerMetricsEntryCleanupDuration"; "migrateAllEntitiesToLeaseTable"
-            "tableMigrationCompleteBakeTimeSeconds"
-        ]
+        set
+            [
+                "executableName"
+                "processingLanguage"
+                "maxActiveThreads"
+                "applicationName"
+                "streamName"
+                "streamArn"
+                "tableName"
+                "workerId"
+                "AwsCredentialsProvider"
+                "AwsCredentialsProviderDynamoDB"
+                "AwsCredentialsProviderCloudWatch"
+                "regionName"
+                "kinesisEndpoint"
+                "dynamoDBEndpoint"
+                "retrievalMode"
+                "maxRecords"
+                "idleTimeBetweenReadsInMillis"
+                "retryGetRecordsInSeconds"
+                "maxGetRecordsThreadPool"
+                "millisBehindLatestThresholdForReducedTps"
+                "callProcessRecordsEvenForEmptyRecordList"
+                "initialPositionInStream"
+                "initialPositionInStreamExtended"
+                "timeoutInSeconds"
+                "shutdownGraceMillis"
+                "failoverTimeMillis"
+                "shardSyncIntervalMillis"
+                "cleanupLeasesUponShardCompletion"
+                "ignoreUnexpectedChildShards"
+                "maxLeasesForWorker"
+                "maxLeasesToStealAtOneTime"
+                "initialLeaseTableReadCapacity"
+                "initialLeaseTableWriteCapacity"
+                "maxLeaseRenewalThreads"
+                "listShardsBackoffTimeInMillis"
+                "maxListShardsRetryAttempts"
+                "leaseTableScanTotalSegments"
+                "leaseAssignmentIntervalMillis"
+                "enablePriorityLeaseAssignment"
+                "leaseTableDeletionProtectionEnabled"
+                "leaseTablePitrEnabled"
+                "parentShardPollIntervalMillis"
+                "skipShardSyncAtWorkerInitializationIfLeasesExist"
+                "schedulerInitializationBackoffTimeMillis"
+                "taskBackoffTimeMillis"
+                "logWarningForTaskAfterMillis"
+                "metricsBufferTimeMillis"
+                "metricsMaxQueueSize"
+                "metricsLevel"
+                "metricsEnabledDimensions"
+                "validateSequenceNumberBeforeCheckpointing"
+                "clientVersionConfig"
+                "coordinatorStateTableName"
+                "coordinatorStateBillingMode"
+                "coordinatorStateReadCapacity"
+                "coordinatorStateWriteCapacity"
+                "coordinatorStatePointInTimeRecoveryEnabled"
+                "coordinatorStateDeletionProtectionEnabled"
+                "coordinatorStateTags"
+                "gracefulLeaseHandoffTimeoutMillis"
+                "isGracefulLeaseHandoffEnabled"
+                "workerMetricsTableName"
+                "workerMetricsBillingMode"
+                "workerMetricsReadCapacity"
+                "workerMetricsWriteCapacity"
+                "workerMetricsPointInTimeRecoveryEnabled"
+                "workerMetricsDeletionProtectionEnabled"
+                "workerMetricsTags"
+                "inMemoryWorkerMetricsCaptureFrequencyMillis"
+                "workerMetricsReporterFreqInMillis"
+                "noOfPersistedMetricsPerWorkerMetrics"
+                "disableWorkerMetrics"
+                "maxThroughputPerHostKBps"
+                "dampeningPercentage"
+                "reBalanceThresholdPercentage"
+                "allowThroughputOvershoot"
+                "varianceBalancingFrequency"
+                "workerMetricsEMAAlpha"
+                "staleWorkerMetricsEntryCleanupDuration"
+                "migrateAllEntitiesToLeaseTable"
+                "tableMigrationCompleteBakeTimeSeconds"
+            ]
 
     /// Levenshtein distance, case-insensitive, for "did you mean".
     let internal distance (a: string) (b: string) =
         let a, b = a.ToLowerInvariant(), b.ToLowerInvariant()
-        let d = Array2D.init (a.Length + 1) (b.Length + 1) (fun i j -> if i = 0 then j elif j = 0 then i else 0)
+
+        let d =
+            Array2D.init (a.Length + 1) (b.Length + 1) (fun i j ->
+                if i = 0 then j
+                elif j = 0 then i
+                else 0)
 
         for i in 1 .. a.Length do
             for j in 1 .. b.Length do
@@ -163,14 +229,24 @@ module Properties =
         let isPath = program.Contains '/' || program.Contains platform.DirectorySeparator
 
         let rooted (p: string) =
-            p.StartsWith "/" || p.StartsWith(string platform.DirectorySeparator) || (p.Length > 1 && p[1] = ':')
+            p.StartsWith "/"
+            || p.StartsWith(string platform.DirectorySeparator)
+            || (p.Length > 1 && p[1] = ':')
 
         if isPath then
-            let full = if rooted program then program else Platform.combine platform [ workingDirectory; program ]
+            let full =
+                if rooted program then
+                    program
+                else
+                    Platform.combine platform [ workingDirectory; program ]
+
             if fileExists full then Some full else None
         else
             let names =
-                if platform.IsWindows && not (program.Contains '.') then [ program; program + ".exe"; program + ".cmd" ] else [ program ]
+                if platform.IsWindows && not (program.Contains '.') then
+                    [ program; program + ".exe"; program + ".cmd" ]
+                else
+                    [ program ]
 
             getEnv "PATH"
             |> Option.map (fun p -> p.Split(platform.PathListSeparator, StringSplitOptions.RemoveEmptyEntries))
@@ -189,8 +265,17 @@ module Properties =
         (fileExists: string -> bool)
         (properties: Map<string, string>)
         : Finding list =
-        let error m = { Severity = Severity.Error; Message = m }
-        let warning m = { Severity = Severity.Warning; Message = m }
+        let error m =
+            {
+                Severity = Severity.Error
+                Message = m
+            }
+
+        let warning m =
+            {
+                Severity = Severity.Warning
+                Message = m
+            }
 
         let required =
             [
@@ -201,7 +286,12 @@ module Properties =
                 if not (has properties "streamName" || has properties "streamArn") then
                     error "streamName or streamArn is missing: the daemon requires one of them"
                 // The daemon lower-cases keys that start with awscredentialsprovider (processKey).
-                if not (properties |> Map.exists (fun k v -> k.ToLowerInvariant() = "awscredentialsprovider" && v.Trim() <> "")) then
+                if
+                    not (
+                        properties
+                        |> Map.exists (fun k v -> k.ToLowerInvariant() = "awscredentialsprovider" && v.Trim() <> "")
+                    )
+                then
                     error "AwsCredentialsProvider is missing: the daemon requires it, e.g. DefaultCredentialsProvider"
             ]
 
@@ -221,33 +311,60 @@ module Properties =
 
                 match spaced with
                 | Some path ->
-                    [ error (sprintf "executableName: the program path '%s' contains a space; the daemon splits executableName on spaces and cannot run it (move or link it to a path without spaces)" path) ]
+                    [
+                        error (
+                            sprintf
+                                "executableName: the program path '%s' contains a space; the daemon splits executableName on spaces and cannot run it (move or link it to a path without spaces)"
+                                path
+                        )
+                    ]
                 | None when quoted ->
-                    [ error "executableName starts with a quote: the daemon does not interpret quotes, it splits on spaces" ]
+                    [
+                        error
+                            "executableName starts with a quote: the daemon does not interpret quotes, it splits on spaces"
+                    ]
                 | None ->
                     match resolve tokens[0] with
                     | Some _ -> []
                     | None ->
-                        [ warning (sprintf "executableName: the program '%s' does not exist (resolved against %s)" tokens[0] (if tokens[0].Contains '/' || tokens[0].Contains platform.DirectorySeparator then workingDirectory else "the PATH")) ]
+                        [
+                            warning (
+                                sprintf
+                                    "executableName: the program '%s' does not exist (resolved against %s)"
+                                    tokens[0]
+                                    (if tokens[0].Contains '/' || tokens[0].Contains platform.DirectorySeparator then
+                                         workingDirectory
+                                     else
+                                         "the PATH")
+                            )
+                        ]
             | _ -> []
 
         let unknown =
             properties
             |> Map.toList
-            |> List.filter (fun (k, _) -> not (knownKeys.Contains k) && not (k.ToLowerInvariant().StartsWith "awscredentialsprovider") && not (k.Contains '.'))
+            |> List.filter (fun (k, _) ->
+                not (knownKeys.Contains k)
+                && not (k.ToLowerInvariant().StartsWith "awscredentialsprovider")
+                && not (k.Contains '.'))
             |> List.map (fun (k, _) ->
                 match suggest k with
-                | Some s -> warning (sprintf "unknown key '%s' (did you mean '%s'?); the daemon ignores unknown keys silently" k s)
+                | Some s ->
+                    warning (
+                        sprintf "unknown key '%s' (did you mean '%s'?); the daemon ignores unknown keys silently" k s
+                    )
                 | None -> warning (sprintf "unknown key '%s'; the daemon ignores unknown keys silently" k))
 
         let traps =
             [
                 match properties.TryFind "cleanupLeasesUponShardCompletion" with
                 | Some v when v.Trim().ToLowerInvariant() = "false" ->
-                    warning "cleanupLeasesUponShardCompletion=false is ignored by the daemon: false is the Java default, so it is never applied"
+                    warning
+                        "cleanupLeasesUponShardCompletion=false is ignored by the daemon: false is the Java default, so it is never applied"
                 | _ -> ()
                 if not (has properties "shutdownGraceMillis") then
-                    warning "shutdownGraceMillis is unset (default 0): on SIGTERM the daemon does not wait for processors to finish shutdownRequested"
+                    warning
+                        "shutdownGraceMillis is unset (default 0): on SIGTERM the daemon does not wait for processors to finish shutdownRequested"
                 match properties.TryFind "validateSequenceNumberBeforeCheckpointing" with
                 | Some _ -> warning "validateSequenceNumberBeforeCheckpointing has no effect in KCL 2.x and 3.x"
                 | None -> ()

@@ -38,7 +38,15 @@ let ``A clean fetch downloads all 79 jars of 3.1.3, verifies them and returns th
         Assert.Equal<byte[]>(jars[e.Coordinate], File.ReadAllBytes path)
         Assert.Equal(sha1 jars[e.Coordinate], File.ReadAllText(path + ".sha1").Trim())
 
-    Assert.Equal(79, events |> List.filter (function FetchEvent.Verified(_, _, _, false) -> true | _ -> false) |> List.length)
+    Assert.Equal(
+        79,
+        events
+        |> List.filter (function
+            | FetchEvent.Verified(_, _, _, false) -> true
+            | _ -> false)
+        |> List.length
+    )
+
     noPartials cache
 
 [<Fact>]
@@ -54,7 +62,11 @@ let ``A warm cache re-verifies every jar and asks the network nothing, even offl
         ok (fst (fetch (settings server.Url cache) m)) |> ignore
 
     // The server is gone: any request would fail.
-    let offline = { settings (Uri "http://127.0.0.1:9/") cache with Offline = true }
+    let offline =
+        { settings (Uri "http://127.0.0.1:9/") cache with
+            Offline = true
+        }
+
     let clock = Stopwatch.StartNew()
     let warm = ok (fst (fetch offline m))
     let elapsed = clock.Elapsed
@@ -72,7 +84,13 @@ let ``Offline with a missing jar fails clearly, naming the jar`` () =
     use dir = new TempDir()
     let m = smallManifest 2
     let cache = dir.Sub "cache"
-    let r, _ = fetch { settings (Uri "http://127.0.0.1:9/") cache with Offline = true } m
+
+    let r, _ =
+        fetch
+            { settings (Uri "http://127.0.0.1:9/") cache with
+                Offline = true
+            }
+            m
 
     match r with
     | Error [ FetchError.MissingOffline _ as a; FetchError.MissingOffline _ ] ->
@@ -119,7 +137,15 @@ let ``A jar corrupted in the cache is downloaded again, or refused offline`` () 
     let first = ok (fst (fetch (settings server.Url cache) m))
     File.WriteAllText(first.Jars[1], "garbage")
 
-    match fst (fetch { settings server.Url cache with Offline = true } m) with
+    match
+        fst (
+            fetch
+                { settings server.Url cache with
+                    Offline = true
+                }
+                m
+        )
+    with
     | Error [ FetchError.MissingOffline(c, _, reason) ] ->
         Assert.Equal(m.Entries[1].Coordinate, c)
         Assert.Contains("no longer matches", reason)
@@ -187,9 +213,17 @@ let ``HTTP 429 with Retry-After is honoured and then succeeds`` () =
     let r, events = fetch (settings server.Url cache) m
     ok r |> ignore
 
-    Assert.True(clock.Elapsed >= TimeSpan.FromSeconds 0.9, sprintf "Retry-After: 1 was not waited for (%O)" clock.Elapsed)
+    Assert.True(
+        clock.Elapsed >= TimeSpan.FromSeconds 0.9,
+        sprintf "Retry-After: 1 was not waited for (%O)" clock.Elapsed
+    )
 
-    match events |> List.choose (function FetchEvent.Retrying(_, _, n, delay, reason) -> Some(n, delay, reason) | _ -> None) with
+    match
+        events
+        |> List.choose (function
+            | FetchEvent.Retrying(_, _, n, delay, reason) -> Some(n, delay, reason)
+            | _ -> None)
+    with
     | [ 1, delay, reason ] ->
         Assert.Equal(TimeSpan.FromSeconds 1.0, delay)
         Assert.Contains("429", reason)
@@ -225,11 +259,32 @@ let ``HTTP 404 is final and names the coordinate`` () =
     let repo = dir.Sub "repo"
     let m = smallManifest 2
     publishAll repo m |> ignore
-    let missing = { Coordinate = { Group = "com.example"; Artifact = "nowhere"; Version = "1.0" }; Pinned = None }
+
+    let missing =
+        {
+            Coordinate =
+                {
+                    Group = "com.example"
+                    Artifact = "nowhere"
+                    Version = "1.0"
+                }
+            Pinned = None
+        }
+
     use server = new RepoServer(repo)
     let cache = dir.Sub "cache"
 
-    match single (fst (fetch (settings server.Url cache) { m with Entries = m.Entries @ [ missing ] })) with
+    match
+        single (
+            fst (
+                fetch
+                    (settings server.Url cache)
+                    { m with
+                        Entries = m.Entries @ [ missing ]
+                    }
+            )
+        )
+    with
     | FetchError.NotFound(c, url) as e ->
         Assert.Equal(missing.Coordinate, c)
         Assert.Contains("com.example:nowhere:1.0", e.Message)
@@ -259,15 +314,32 @@ let ``Pinned digests are checked without asking the repository for checksums`` (
     let repo = dir.Sub "repo"
     let m = smallManifest 2
     let jars = publishAll repo m
-    let pin (e: ManifestEntry) = { e with Pinned = Some(Digest.Sha256(sha256 jars[e.Coordinate])) }
-    let pinned = { m with Entries = m.Entries |> List.map pin }
+
+    let pin (e: ManifestEntry) =
+        { e with
+            Pinned = Some(Digest.Sha256(sha256 jars[e.Coordinate]))
+        }
+
+    let pinned =
+        { m with
+            Entries = m.Entries |> List.map pin
+        }
+
     use server = new RepoServer(repo)
     let cache = dir.Sub "cache"
 
     ok (fst (fetch (settings server.Url cache) pinned)) |> ignore
     Assert.All(server.Requests, fun p -> Assert.EndsWith(".jar", p))
 
-    let wrong = { pinned with Entries = [ { pinned.Entries.Head with Pinned = Some(Digest.Sha256(String('0', 64))) } ] }
+    let wrong =
+        { pinned with
+            Entries =
+                [
+                    { pinned.Entries.Head with
+                        Pinned = Some(Digest.Sha256(String('0', 64)))
+                    }
+                ]
+        }
 
     match single (fst (fetch (settings server.Url (dir.Sub "cache2")) wrong)) with
     | FetchError.ChecksumMismatch(_, _, Digest.Sha256 expected, _) -> Assert.Equal(String('0', 64), expected)
@@ -284,7 +356,16 @@ let ``A file:// repository works, and a missing file in it is NotFound`` () =
     Assert.Equal(5, fetched.Downloaded)
     Assert.Equal<byte[]>(jars[m.Entries[4].Coordinate], File.ReadAllBytes fetched.Jars[4])
 
-    let missing = { Coordinate = { Group = "com.example"; Artifact = "nowhere"; Version = "1.0" }; Pinned = None }
+    let missing =
+        {
+            Coordinate =
+                {
+                    Group = "com.example"
+                    Artifact = "nowhere"
+                    Version = "1.0"
+                }
+            Pinned = None
+        }
 
     match single (fst (fetch (settings (Uri repo) cache) { m with Entries = [ missing ] })) with
     | FetchError.NotFound(c, _) -> Assert.Equal(missing.Coordinate, c)
@@ -300,7 +381,9 @@ let ``Parallel runs into the same cache folder all succeed with intact jars`` ()
     let cache = dir.Sub "cache"
 
     let runs =
-        [ for _ in 1..4 -> Task.Run(fun () -> fst (fetch (settings server.Url cache) m)) ]
+        [
+            for _ in 1..4 -> Task.Run(fun () -> fst (fetch (settings server.Url cache) m))
+        ]
         |> Array.ofList
 
     Assert.True(Task.WaitAll(runs |> Array.map (fun t -> t :> Task), TimeSpan.FromSeconds 60.0))

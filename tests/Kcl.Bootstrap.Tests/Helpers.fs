@@ -19,11 +19,16 @@ open Kcl.Bootstrap
 /// A temporary folder, deleted on dispose. The name holds a space, so every path built on it does too.
 type TempDir(?prefix: string) =
     let path =
-        Path.Combine(Path.GetTempPath(), sprintf "%s %s" (defaultArg prefix "kcl-bootstrap") (Guid.NewGuid().ToString "N"))
+        Path.Combine(
+            Path.GetTempPath(),
+            sprintf "%s %s" (defaultArg prefix "kcl-bootstrap") (Guid.NewGuid().ToString "N")
+        )
 
     do Directory.CreateDirectory path |> ignore
     member _.Path = path
-    member _.Sub(name: string) = Directory.CreateDirectory(Path.Combine(path, name)).FullName
+
+    member _.Sub(name: string) =
+        Directory.CreateDirectory(Path.Combine(path, name)).FullName
 
     interface IDisposable with
         member _.Dispose() =
@@ -34,7 +39,11 @@ type TempDir(?prefix: string) =
 
 /// A class file's first bytes: magic, minor 0, the given major; then filler so entries differ.
 let classBytes (major: int) (filler: string) =
-    Array.concat [ [| 0xCAuy; 0xFEuy; 0xBAuy; 0xBEuy; 0uy; 0uy; byte (major >>> 8); byte major |]; Encoding.UTF8.GetBytes filler ]
+    Array.concat
+        [
+            [| 0xCAuy; 0xFEuy; 0xBAuy; 0xBEuy; 0uy; 0uy; byte (major >>> 8); byte major |]
+            Encoding.UTF8.GetBytes filler
+        ]
 
 /// A jar (a zip) holding the given entries.
 let makeJar (entries: (string * byte[]) list) =
@@ -54,18 +63,21 @@ let makeJar (entries: (string * byte[]) list) =
 let jarFor (c: Coordinate) =
     let pkg = c.Group.Replace('.', '/') + "/" + c.Artifact.Replace('-', '_')
 
-    makeJar [
-        pkg + "/A.class", classBytes 55 (string c)
-        pkg + "/B.class", classBytes 52 (string c)
-        "META-INF/versions/21/" + pkg + "/A.class", classBytes 65 (string c)
-        "module-info.class", classBytes 65 (string c)
-    ]
+    makeJar
+        [
+            pkg + "/A.class", classBytes 55 (string c)
+            pkg + "/B.class", classBytes 52 (string c)
+            "META-INF/versions/21/" + pkg + "/A.class", classBytes 65 (string c)
+            "module-info.class", classBytes 65 (string c)
+        ]
 
 /// Lower-case hex SHA-1 of bytes.
-let sha1 (bytes: byte[]) = Convert.ToHexStringLower(SHA1.HashData bytes)
+let sha1 (bytes: byte[]) =
+    Convert.ToHexStringLower(SHA1.HashData bytes)
 
 /// Lower-case hex SHA-256 of bytes.
-let sha256 (bytes: byte[]) = Convert.ToHexStringLower(SHA256.HashData bytes)
+let sha256 (bytes: byte[]) =
+    Convert.ToHexStringLower(SHA256.HashData bytes)
 
 /// Writes a jar and its .sha1 (and optionally .sha256) into a Maven-layout folder; returns the jar's path.
 let publish (root: string) (c: Coordinate) (jar: byte[]) (withSha256: bool) =
@@ -73,7 +85,10 @@ let publish (root: string) (c: Coordinate) (jar: byte[]) (withSha256: bool) =
     Directory.CreateDirectory(Path.GetDirectoryName path) |> ignore
     File.WriteAllBytes(path, jar)
     File.WriteAllText(path + ".sha1", sha1 jar + "  " + Path.GetFileName path + "\n")
-    if withSha256 then File.WriteAllText(path + ".sha256", sha256 jar)
+
+    if withSha256 then
+        File.WriteAllText(path + ".sha256", sha256 jar)
+
     path
 
 /// The shipped 3.1.3 manifest: 79 coordinates.
@@ -85,7 +100,10 @@ let release313 () =
 /// A manifest of the first n entries of 3.1.3.
 let smallManifest n =
     let m = release313 ()
-    { m with Entries = List.truncate n m.Entries }
+
+    { m with
+        Entries = List.truncate n m.Entries
+    }
 
 /// Publishes every jar of a manifest into root; returns the jars' bytes by coordinate.
 let publishAll (root: string) (m: Manifest) =
@@ -120,7 +138,10 @@ type RepoServer(root: string) =
         | _ ->
             let file = Path.Combine(root, Uri.UnescapeDataString(path.TrimStart '/'))
 
-            if File.Exists file then Respond(200, [], File.ReadAllBytes file) else Respond(404, [], [||])
+            if File.Exists file then
+                Respond(200, [], File.ReadAllBytes file)
+            else
+                Respond(404, [], [||])
 
     let serve (client: TcpClient) =
         task {
@@ -131,14 +152,22 @@ type RepoServer(root: string) =
 
             while not (request.ToString().Contains "\r\n\r\n") do
                 let! n = stream.ReadAsync(buffer, 0, buffer.Length)
-                if n = 0 then failwith "client closed" else request.Append(Encoding.ASCII.GetString(buffer, 0, n)) |> ignore
+
+                if n = 0 then
+                    failwith "client closed"
+                else
+                    request.Append(Encoding.ASCII.GetString(buffer, 0, n)) |> ignore
 
             let path = request.ToString().Split(' ')[1]
             requests.Enqueue path
 
             let head (status: int) (length: int) (headers: (string * string) list) =
-                let extra = headers |> List.map (fun (k, v) -> sprintf "%s: %s\r\n" k v) |> String.concat ""
-                Encoding.ASCII.GetBytes(sprintf "HTTP/1.1 %d X\r\nContent-Length: %d\r\nConnection: close\r\n%s\r\n" status length extra)
+                let extra =
+                    headers |> List.map (fun (k, v) -> sprintf "%s: %s\r\n" k v) |> String.concat ""
+
+                Encoding.ASCII.GetBytes(
+                    sprintf "HTTP/1.1 %d X\r\nContent-Length: %d\r\nConnection: close\r\n%s\r\n" status length extra
+                )
 
             match reply path with
             | Respond(status, headers, body) ->
@@ -164,11 +193,13 @@ type RepoServer(root: string) =
         |> ignore
 
     /// The base URL, ending in '/'.
-    member _.Url = Uri(sprintf "http://127.0.0.1:%d/" (listener.LocalEndpoint :?> IPEndPoint).Port)
+    member _.Url =
+        Uri(sprintf "http://127.0.0.1:%d/" (listener.LocalEndpoint :?> IPEndPoint).Port)
 
     /// Queues scripted replies for a coordinate's jar (or one of its checksum files, with suffix ".sha1").
     member _.Script(c: Coordinate, suffix: string, replies: Reply list) =
-        let q = scripts.GetOrAdd("/" + Coordinate.repositoryPath c + suffix, fun _ -> ConcurrentQueue())
+        let q =
+            scripts.GetOrAdd("/" + Coordinate.repositoryPath c + suffix, fun _ -> ConcurrentQueue())
 
         for r in replies do
             q.Enqueue r
@@ -196,12 +227,18 @@ let client = Fetch.createClient ()
 /// Runs a fetch synchronously, collecting its events.
 let fetch (s: FetchSettings) (m: Manifest) =
     let events = ConcurrentQueue<FetchEvent>()
-    let r = (Fetch.run client s events.Enqueue m CancellationToken.None).GetAwaiter().GetResult()
+
+    let r =
+        (Fetch.run client s events.Enqueue m CancellationToken.None).GetAwaiter().GetResult()
+
     r, List.ofSeq events
 
 /// Every file under a folder.
 let filesUnder (dir: string) =
-    if Directory.Exists dir then Directory.GetFiles(dir, "*", SearchOption.AllDirectories) |> List.ofArray else []
+    if Directory.Exists dir then
+        Directory.GetFiles(dir, "*", SearchOption.AllDirectories) |> List.ofArray
+    else
+        []
 
 /// The ok value of a result, or a failure naming the errors.
 let ok (r: Result<'a, 'e>) =

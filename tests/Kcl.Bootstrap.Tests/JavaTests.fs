@@ -10,7 +10,9 @@ open Xunit
 let ``java -version banners of every era parse to their feature release`` () =
     for banner, feature, text in
         [
-            "openjdk version \"17.0.15\" 2025-04-15\nOpenJDK Runtime Environment (build 17.0.15+6-Debian-1deb12u1)", 17, "17.0.15"
+            "openjdk version \"17.0.15\" 2025-04-15\nOpenJDK Runtime Environment (build 17.0.15+6-Debian-1deb12u1)",
+            17,
+            "17.0.15"
             "java version \"1.8.0_392\"\nJava(TM) SE Runtime Environment", 8, "1.8.0_392"
             "openjdk version \"21\" 2023-09-19", 21, "21"
             "openjdk version \"22-ea\" 2024-03-19", 22, "22-ea"
@@ -25,7 +27,9 @@ let ``java -version banners of every era parse to their feature release`` () =
 let ``Java is found from --java, then JAVA_HOME, then the PATH`` () =
     let files = set [ "/opt/jdk/bin/java"; "/usr/bin/java"; "/explicit/java" ]
     let env vars name = Map.tryFind name (Map.ofList vars)
-    let locate explicitPath vars = Java.locate Platform.unix explicitPath (env vars) files.Contains
+
+    let locate explicitPath vars =
+        Java.locate Platform.unix explicitPath (env vars) files.Contains
 
     Assert.Equal(Ok "/explicit/java", locate (Some "/explicit/java") [ "JAVA_HOME", "/opt/jdk" ])
     Assert.Equal(Ok "/opt/jdk/bin/java", locate None [ "JAVA_HOME", "/opt/jdk"; "PATH", "/usr/bin" ])
@@ -35,18 +39,39 @@ let ``Java is found from --java, then JAVA_HOME, then the PATH`` () =
     Assert.True(Result.isError (locate (Some "/missing/java") []))
 
     let winFiles = set [ @"C:\jdk\bin\java.exe" ]
-    Assert.Equal(Ok @"C:\jdk\bin\java.exe", Java.locate Platform.windows None (env [ "PATH", @"C:\other;C:\jdk\bin" ]) winFiles.Contains)
+
+    Assert.Equal(
+        Ok @"C:\jdk\bin\java.exe",
+        Java.locate Platform.windows None (env [ "PATH", @"C:\other;C:\jdk\bin" ]) winFiles.Contains
+    )
 
 [<Fact>]
 let ``The minimum comes from the highest class major, skipping META-INF/versions and module-info`` () =
     use dir = new TempDir()
+
     let write name entries =
         let path = Path.Combine(dir.Path, name)
         File.WriteAllBytes(path, makeJar entries)
         path
 
-    let a = write "a.jar" [ "p/A.class", classBytes 52 ""; "META-INF/versions/21/p/A.class", classBytes 65 ""; "module-info.class", classBytes 66 "" ]
-    let b = write "b.jar" [ "q/B.class", classBytes 55 ""; "q/module-info.class", classBytes 66 ""; "q/readme.txt", [| 1uy |] ]
+    let a =
+        write
+            "a.jar"
+            [
+                "p/A.class", classBytes 52 ""
+                "META-INF/versions/21/p/A.class", classBytes 65 ""
+                "module-info.class", classBytes 66 ""
+            ]
+
+    let b =
+        write
+            "b.jar"
+            [
+                "q/B.class", classBytes 55 ""
+                "q/module-info.class", classBytes 66 ""
+                "q/readme.txt", [| 1uy |]
+            ]
+
     let none = write "c.jar" [ "META-INF/MANIFEST.MF", [| 1uy |] ]
 
     match Java.requirement [ a; b; none ] with
@@ -61,7 +86,15 @@ let ``The minimum comes from the highest class major, skipping META-INF/versions
 
 [<Fact>]
 let ``The preflight refuses an older Java naming both versions, and UTF-8 is added only up to Java 17`` () =
-    let need = Some { Major = 61; Feature = 17; Jar = "/c/x.jar"; Entry = "p/X.class" }
+    let need =
+        Some
+            {
+                Major = 61
+                Feature = 17
+                Jar = "/c/x.jar"
+                Entry = "p/X.class"
+            }
+
     let java11 = { Feature = 11; Text = "11.0.2" }
 
     match Java.check java11 need with

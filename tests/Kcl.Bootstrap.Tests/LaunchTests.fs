@@ -37,15 +37,22 @@ let ``SIGTERM to the bootstrap reaches the JVM, whose shutdown sends shutdownReq
     signalled 15 false
 
 [<Fact>]
-let ``SIGINT to the whole process group, as Ctrl-C sends it, reaches the JVM and the processor answers shutdownRequested`` () =
+let ``SIGINT to the whole process group, as Ctrl-C sends it, reaches the JVM and the processor answers shutdownRequested``
+    ()
+    =
     signalled 2 true
 
 [<Fact>]
 let ``The JVM's exit code comes back through --execute, with properties and cache paths holding spaces`` () =
     let s, dir, _, cache = setUp ()
     use dir = dir
-    let properties = writeProperties (dir.Sub "other props") s.Processor [ "standInExitCode = 7" ]
-    let code, out, err = runToEnd "dotnet" (toolArgs s properties cache [ "--execute" ]) (seconds 60.0)
+
+    let properties =
+        writeProperties (dir.Sub "other props") s.Processor [ "standInExitCode = 7" ]
+
+    let code, out, err =
+        runToEnd "dotnet" (toolArgs s properties cache [ "--execute" ]) (seconds 60.0)
+
     Assert.True((7 = code), sprintf "exit %d\n%A\n%A" code out err)
     Assert.Contains("stand-in: exiting with 7", out)
     Assert.Contains("stand-in: properties folder on classpath: true", out)
@@ -62,15 +69,25 @@ let ``SIGKILL of the bootstrap leaves no JVM running`` () =
     tool.WaitForLine(isReady, seconds 60.0)
     Assert.Equal(0, kill (tool.Pid, 9))
     tool.Exit(seconds 30.0) |> ignore
-    Assert.False(Directory.Exists(sprintf "/proc/%d" tool.Pid) && File.ReadAllText(sprintf "/proc/%d/cmdline" tool.Pid).Contains cache)
+
+    Assert.False(
+        Directory.Exists(sprintf "/proc/%d" tool.Pid)
+        && File.ReadAllText(sprintf "/proc/%d/cmdline" tool.Pid).Contains cache
+    )
+
     Assert.False(anyProcessMentions cache, "a process still names the cache folder")
 
 [<Fact>]
 let ``The printed command is shell-quoted: run through sh it launches the daemon with paths holding spaces`` () =
     let s, dir, _, cache = setUp ()
     use dir = dir
-    let properties = writeProperties (dir.Sub "props dir") s.Processor [ "standInExitCode = 3" ]
-    let code, out, err = runToEnd "dotnet" (toolArgs s properties cache []) (seconds 60.0)
+
+    let properties =
+        writeProperties (dir.Sub "props dir") s.Processor [ "standInExitCode = 3" ]
+
+    let code, out, err =
+        runToEnd "dotnet" (toolArgs s properties cache []) (seconds 60.0)
+
     Assert.True((0 = code), sprintf "%A %A" out err)
     let line = List.exactlyOne out
     Assert.Contains("'" + properties + "'", line)
@@ -84,13 +101,28 @@ let ``--print-classpath lists the manifest's jars, the extras and nothing else f
     let s, dir, properties, cache = setUp ()
     use dir = dir
     // A stale jar of another version in the same folder must not appear.
-    let jarFolder = Path.GetDirectoryName(Classpath.jarPath Platform.current cache "3.1.3" multilang)
+    let jarFolder =
+        Path.GetDirectoryName(Classpath.jarPath Platform.current cache "3.1.3" multilang)
+
     Directory.CreateDirectory jarFolder |> ignore
     File.WriteAllText(Path.Combine(jarFolder, "amazon-kinesis-client-multilang-3.1.2.jar"), "stale")
     let extra = dir.Sub "extra classes"
-    let code, out, err = runToEnd "dotnet" (toolArgs s properties cache [ "--print-classpath"; "--classpath-extra"; extra ]) (seconds 60.0)
+
+    let code, out, err =
+        runToEnd
+            "dotnet"
+            (toolArgs s properties cache [ "--print-classpath"; "--classpath-extra"; extra ])
+            (seconds 60.0)
+
     Assert.True((0 = code), sprintf "%A" err)
-    let expected = [ Classpath.jarPath Platform.current cache "3.1.3" multilang; extra; Path.GetDirectoryName properties ]
+
+    let expected =
+        [
+            Classpath.jarPath Platform.current cache "3.1.3" multilang
+            extra
+            Path.GetDirectoryName properties
+        ]
+
     Assert.Equal<string list>(expected, (List.exactlyOne out).Split ':' |> List.ofArray)
 
 [<Fact>]
@@ -100,7 +132,10 @@ let ``A Java older than the jars need is refused with exit code 4, naming both v
     let fake = Path.Combine(dir.Sub "fake java", "java")
     File.WriteAllText(fake, "#!/bin/sh\necho 'openjdk version \"11.0.2\" 2019-01-15' >&2\n")
     File.SetUnixFileMode(fake, UnixFileMode.UserRead ||| UnixFileMode.UserExecute)
-    let code, _, err = runToEnd "dotnet" (toolArgs s properties cache [ "-j"; fake ]) (seconds 60.0)
+
+    let code, _, err =
+        runToEnd "dotnet" (toolArgs s properties cache [ "-j"; fake ]) (seconds 60.0)
+
     Assert.Equal(ExitCode.Java, code)
     let message = String.Join("\n", err)
     Assert.Contains("Java 17 or later is required", message)
@@ -113,7 +148,10 @@ let ``A Java 21 passes the preflight and gets no file.encoding flag`` () =
     let fake = Path.Combine(dir.Sub "fake java", "java")
     File.WriteAllText(fake, "#!/bin/sh\necho 'openjdk version \"21.0.4\" 2024-07-16 LTS' >&2\n")
     File.SetUnixFileMode(fake, UnixFileMode.UserRead ||| UnixFileMode.UserExecute)
-    let code, out, err = runToEnd "dotnet" (toolArgs s properties cache [ "-j"; fake ]) (seconds 60.0)
+
+    let code, out, err =
+        runToEnd "dotnet" (toolArgs s properties cache [ "-j"; fake ]) (seconds 60.0)
+
     Assert.True((0 = code), sprintf "%A" err)
     Assert.DoesNotContain("file.encoding", List.exactlyOne out)
 
@@ -128,7 +166,10 @@ let ``Invalid properties exit with 5, a missing jar with 3, and bad flags with 2
     Assert.Contains(err, fun l -> l.Contains "applicationName is missing")
 
     let properties = writeProperties (dir.Sub "props") s.Processor []
-    let code, _, err = runToEnd "dotnet" (toolArgs s properties cache [ "--offline" ]) (seconds 60.0)
+
+    let code, _, err =
+        runToEnd "dotnet" (toolArgs s properties cache [ "--offline" ]) (seconds 60.0)
+
     Assert.Equal(ExitCode.Fetch, code)
     Assert.Contains(err, fun l -> l.Contains(string multilang))
 

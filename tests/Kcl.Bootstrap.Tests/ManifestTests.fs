@@ -7,7 +7,8 @@ open FsCheck.FSharp
 open Kcl.Bootstrap
 open Xunit
 
-let private c g a v = { Group = g; Artifact = a; Version = v }
+let private c g a v =
+    { Group = g; Artifact = a; Version = v }
 
 [<Fact>]
 let ``The shipped releases hold 79 jars each, multilang first, and 3.1.3 is the default`` () =
@@ -31,7 +32,11 @@ let ``An unshipped release is an error that lists the shipped ones`` () =
 let ``A coordinate maps to its Maven repository path and URL`` () =
     let x = c "software.amazon.awssdk" "netty-nio-client" "2.33.0"
     Assert.Equal("netty-nio-client-2.33.0.jar", Coordinate.fileName x)
-    Assert.Equal("software/amazon/awssdk/netty-nio-client/2.33.0/netty-nio-client-2.33.0.jar", Coordinate.repositoryPath x)
+
+    Assert.Equal(
+        "software/amazon/awssdk/netty-nio-client/2.33.0/netty-nio-client-2.33.0.jar",
+        Coordinate.repositoryPath x
+    )
 
     for repo in [ "https://repo.example/maven2"; "https://repo.example/maven2/" ] do
         Assert.Equal(
@@ -44,12 +49,29 @@ let ``A flat list keeps its order, skips comments and reads pinned digests`` () 
     let text =
         "# the daemon\n"
         + "a.b:one:1.0\n\n"
-        + "  c.d:two:2.0   sha1:" + String('A', 40) + "\r\n"
-        + "e:three:3 sha256:" + String('b', 64) + "\n"
+        + "  c.d:two:2.0   sha1:"
+        + String('A', 40)
+        + "\r\n"
+        + "e:three:3 sha256:"
+        + String('b', 64)
+        + "\n"
 
     let m = Manifest.parseLines text |> Result.defaultWith failwith
-    Assert.Equal<Coordinate list>([ c "a.b" "one" "1.0"; c "c.d" "two" "2.0"; c "e" "three" "3" ], m.Entries |> List.map _.Coordinate)
-    Assert.Equal<Digest option list>([ None; Some(Digest.Sha1(String('a', 40))); Some(Digest.Sha256(String('b', 64))) ], m.Entries |> List.map _.Pinned)
+
+    Assert.Equal<Coordinate list>(
+        [ c "a.b" "one" "1.0"; c "c.d" "two" "2.0"; c "e" "three" "3" ],
+        m.Entries |> List.map _.Coordinate
+    )
+
+    Assert.Equal<Digest option list>(
+        [
+            None
+            Some(Digest.Sha1(String('a', 40)))
+            Some(Digest.Sha256(String('b', 64)))
+        ],
+        m.Entries |> List.map _.Pinned
+    )
+
     Assert.Equal("custom", m.KclVersion)
 
 [<Fact>]
@@ -81,8 +103,12 @@ let ``A flattened pom.xml substitutes properties and leaves out test dependencie
 
     let m = Manifest.parse pom |> Result.defaultWith failwith
     Assert.Equal("2.7.2", m.KclVersion)
+
     Assert.Equal<Coordinate list>(
-        [ c "software.amazon.kinesis" "amazon-kinesis-client-multilang" "2.7.2"; c "io.netty" "netty-codec" "4.2.4.Final" ],
+        [
+            c "software.amazon.kinesis" "amazon-kinesis-client-multilang" "2.7.2"
+            c "io.netty" "netty-codec" "4.2.4.Final"
+        ],
         m.Entries |> List.map _.Coordinate
     )
 
@@ -95,11 +121,28 @@ let ``Cache paths and classpaths follow each platform's separators, in manifest 
     let m =
         {
             KclVersion = "3.1.3"
-            Entries = [ { Coordinate = c "z.last" "zeta" "1"; Pinned = None }; { Coordinate = c "a.first" "alpha" "2"; Pinned = None } ]
+            Entries =
+                [
+                    {
+                        Coordinate = c "z.last" "zeta" "1"
+                        Pinned = None
+                    }
+                    {
+                        Coordinate = c "a.first" "alpha" "2"
+                        Pinned = None
+                    }
+                ]
         }
 
     let unixJars = Classpath.jars Platform.unix "/var/cache/kcl" m
-    Assert.Equal<string list>([ "/var/cache/kcl/3.1.3/z/last/zeta/1/zeta-1.jar"; "/var/cache/kcl/3.1.3/a/first/alpha/2/alpha-2.jar" ], unixJars)
+
+    Assert.Equal<string list>(
+        [
+            "/var/cache/kcl/3.1.3/z/last/zeta/1/zeta-1.jar"
+            "/var/cache/kcl/3.1.3/a/first/alpha/2/alpha-2.jar"
+        ],
+        unixJars
+    )
 
     Assert.Equal(
         "/var/cache/kcl/3.1.3/z/last/zeta/1/zeta-1.jar:/var/cache/kcl/3.1.3/a/first/alpha/2/alpha-2.jar:/opt/extra:/etc/my app",
@@ -133,7 +176,16 @@ let ``The command keeps each argument whole and renders quoted for sh or for Win
     let command = Command.build spec
 
     Assert.Equal<string list>(
-        [ "-Xmx1g"; "-cp"; "/c/a.jar:/c/b b.jar"; spec.MainClass; "--properties-file"; spec.PropertiesFile; "--log-configuration"; "/etc/logback.xml" ],
+        [
+            "-Xmx1g"
+            "-cp"
+            "/c/a.jar:/c/b b.jar"
+            spec.MainClass
+            "--properties-file"
+            spec.PropertiesFile
+            "--log-configuration"
+            "/etc/logback.xml"
+        ],
         command.Arguments
     )
 
@@ -142,7 +194,11 @@ let ``The command keeps each argument whole and renders quoted for sh or for Win
         Command.render Platform.unix command
     )
 
-    Assert.Equal("\"C:\\Program Files\\Java\\bin\\java.exe\"", Command.quoteWindows @"C:\Program Files\Java\bin\java.exe")
+    Assert.Equal(
+        "\"C:\\Program Files\\Java\\bin\\java.exe\"",
+        Command.quoteWindows @"C:\Program Files\Java\bin\java.exe"
+    )
+
     Assert.Equal("\"a \\\"b\\\" c\\\\\"", Command.quoteWindows "a \"b\" c\\")
     Assert.Equal(@"C:\plain\path", Command.quoteWindows @"C:\plain\path")
 
@@ -150,7 +206,14 @@ let ``The command keeps each argument whole and renders quoted for sh or for Win
 let ``Daemons before KCL 2.1 get the old main class and a positional properties file`` () =
     Assert.Equal("com.amazonaws.services.kinesis.multilang.MultiLangDaemon", Manifest.mainClass "1.14.10")
     Assert.False(Manifest.takesPropertiesOption "2.0.5")
-    let old = Command.build { spec with PropertiesAsOption = false; LogConfiguration = None }
+
+    let old =
+        Command.build
+            { spec with
+                PropertiesAsOption = false
+                LogConfiguration = None
+            }
+
     Assert.Equal(spec.PropertiesFile, List.last old.Arguments)
     Assert.DoesNotContain("--properties-file", old.Arguments)
 
@@ -164,7 +227,11 @@ let private shSplit (line: string) =
     while i < line.Length do
         match line[i] with
         | ' ' ->
-            if inWord then words.Add(current.ToString()); current.Clear() |> ignore; inWord <- false
+            if inWord then
+                words.Add(current.ToString())
+                current.Clear() |> ignore
+                inWord <- false
+
             i <- i + 1
         | '\'' ->
             let close = line.IndexOf('\'', i + 1)
@@ -180,12 +247,18 @@ let private shSplit (line: string) =
             inWord <- true
             i <- i + 1
 
-    if inWord then words.Add(current.ToString())
+    if inWord then
+        words.Add(current.ToString())
+
     List.ofSeq words
 
 [<Fact>]
 let ``POSIX quoting round-trips any arguments through a shell's splitting`` () =
-    let word = Gen.elements ([ 'a'; 'Z'; '0'; ' '; '\''; '"'; '$'; '\\'; '*'; ';'; '-'; '/'; 'é'; '\t' ]) |> Gen.listOf |> Gen.map (List.toArray >> String)
+    let word =
+        Gen.elements ([ 'a'; 'Z'; '0'; ' '; '\''; '"'; '$'; '\\'; '*'; ';'; '-'; '/'; 'é'; '\t' ])
+        |> Gen.listOf
+        |> Gen.map (List.toArray >> String)
+
     let args = Gen.nonEmptyListOf word |> Arb.fromGen
 
     Check.One(

@@ -19,14 +19,26 @@ extern int kill(int pid, int signal)
 /// The repository's root, found from the test assembly's folder.
 let repositoryRoot =
     let rec up (dir: DirectoryInfo) =
-        if File.Exists(Path.Combine(dir.FullName, "Kcl.slnx")) then dir.FullName
-        elif isNull dir.Parent then failwith "Kcl.slnx not found above the test assembly"
-        else up dir.Parent
+        if File.Exists(Path.Combine(dir.FullName, "Kcl.slnx")) then
+            dir.FullName
+        elif isNull dir.Parent then
+            failwith "Kcl.slnx not found above the test assembly"
+        else
+            up dir.Parent
 
     up (DirectoryInfo AppContext.BaseDirectory)
 
 let private configuration =
-    if AppContext.BaseDirectory.Contains(string Path.DirectorySeparatorChar + "Release" + string Path.DirectorySeparatorChar) then "Release" else "Debug"
+    if
+        AppContext.BaseDirectory.Contains(
+            string Path.DirectorySeparatorChar
+            + "Release"
+            + string Path.DirectorySeparatorChar
+        )
+    then
+        "Release"
+    else
+        "Debug"
 
 /// The tool's assembly, built beside the tests (the test project references it without loading it).
 let toolDll =
@@ -75,8 +87,15 @@ type Running(info: ProcessStartInfo) =
         while not (this.Out |> List.exists predicate) do
             let left = deadline - DateTime.UtcNow
 
-            if left <= TimeSpan.Zero || (p.HasExited && not (this.Out |> List.exists predicate) && not outThread.IsAlive) then
-                failwithf "no expected line within %O; stdout:\n%s\nstderr:\n%s" timeout (String.Join("\n", this.Out)) (String.Join("\n", this.Err))
+            if
+                left <= TimeSpan.Zero
+                || (p.HasExited && not (this.Out |> List.exists predicate) && not outThread.IsAlive)
+            then
+                failwithf
+                    "no expected line within %O; stdout:\n%s\nstderr:\n%s"
+                    timeout
+                    (String.Join("\n", this.Out))
+                    (String.Join("\n", this.Err))
 
             changed.Wait(min left (TimeSpan.FromMilliseconds 200.0)) |> ignore
 
@@ -84,18 +103,26 @@ type Running(info: ProcessStartInfo) =
     member this.Exit(timeout: TimeSpan) =
         if not (p.WaitForExit timeout) then
             p.Kill true
-            failwithf "did not exit within %O; stdout:\n%s\nstderr:\n%s" timeout (String.Join("\n", this.Out)) (String.Join("\n", this.Err))
+
+            failwithf
+                "did not exit within %O; stdout:\n%s\nstderr:\n%s"
+                timeout
+                (String.Join("\n", this.Out))
+                (String.Join("\n", this.Err))
 
         outThread.Join(TimeSpan.FromSeconds 10.0) |> ignore
         errThread.Join(TimeSpan.FromSeconds 10.0) |> ignore
         p.ExitCode
 
     /// Both streams, for failure messages.
-    member this.Transcript = sprintf "stdout:\n%s\nstderr:\n%s" (String.Join("\n", this.Out)) (String.Join("\n", this.Err))
+    member this.Transcript =
+        sprintf "stdout:\n%s\nstderr:\n%s" (String.Join("\n", this.Out)) (String.Join("\n", this.Err))
 
     interface IDisposable with
         member _.Dispose() =
-            if not p.HasExited then p.Kill true
+            if not p.HasExited then
+                p.Kill true
+
             p.Dispose()
 
 /// Runs a program to completion (bounded) and returns its exit code and output.
@@ -105,7 +132,12 @@ let runToEnd (program: string) (args: string list) (timeout: TimeSpan) =
     code, r.Out, r.Err
 
 /// The coordinate the stand-in is published as.
-let multilang = { Group = "software.amazon.kinesis"; Artifact = Manifest.MultiLangArtifact; Version = "3.1.3" }
+let multilang =
+    {
+        Group = "software.amazon.kinesis"
+        Artifact = Manifest.MultiLangArtifact
+        Version = "3.1.3"
+    }
 
 /// What every launch test shares: the compiled stand-in, a repository serving it, a manifest naming it, and the
 /// processor script (in a folder without spaces: the daemon splits executableName on them).
@@ -118,17 +150,29 @@ type StandIn =
     }
 
 let private scratch =
-    let dir = Path.Combine(Path.GetTempPath(), "kcl-bootstrap-standin-" + Guid.NewGuid().ToString "N")
+    let dir =
+        Path.Combine(Path.GetTempPath(), "kcl-bootstrap-standin-" + Guid.NewGuid().ToString "N")
+
     Directory.CreateDirectory dir |> ignore
-    AppDomain.CurrentDomain.ProcessExit.Add(fun _ -> try Directory.Delete(dir, true) with _ -> ())
+
+    AppDomain.CurrentDomain.ProcessExit.Add(fun _ ->
+        try
+            Directory.Delete(dir, true)
+        with _ ->
+            ())
+
     dir
 
 /// Compiled once per run. A missing javac fails every test that needs it: it is never a skip.
 let standIn =
     lazy
-        (let source = Path.Combine(repositoryRoot, "tests", "Kcl.Bootstrap.Tests", "standin", "MultiLangDaemon.java")
+        (let source =
+            Path.Combine(repositoryRoot, "tests", "Kcl.Bootstrap.Tests", "standin", "MultiLangDaemon.java")
+
          let classes = Path.Combine(scratch, "classes")
-         let code, out, err = runToEnd "javac" [ "--release"; "17"; "-d"; classes; source ] (TimeSpan.FromSeconds 120.0)
+
+         let code, out, err =
+             runToEnd "javac" [ "--release"; "17"; "-d"; classes; source ] (TimeSpan.FromSeconds 120.0)
 
          if code <> 0 then
              failwithf "javac failed (%d): %s %s" code (String.Join("\n", out)) (String.Join("\n", err))
@@ -153,7 +197,13 @@ let standIn =
          let manifest = Path.Combine(scratch, "manifest.txt")
          File.WriteAllText(manifest, string multilang + "\n")
          let processor = Path.Combine(scratch, "processor.sh")
-         File.Copy(Path.Combine(repositoryRoot, "tests", "Kcl.Bootstrap.Tests", "standin", "processor.sh"), processor, true)
+
+         File.Copy(
+             Path.Combine(repositoryRoot, "tests", "Kcl.Bootstrap.Tests", "standin", "processor.sh"),
+             processor,
+             true
+         )
+
          File.SetUnixFileMode(processor, UnixFileMode.UserRead ||| UnixFileMode.UserWrite ||| UnixFileMode.UserExecute)
 
          {
@@ -183,12 +233,26 @@ let writeProperties (folder: string) (processor: string) (extra: string list) =
 
 /// The tool's arguments for a launch of the stand-in from a cache folder.
 let toolArgs (s: StandIn) (properties: string) (cache: string) (extra: string list) =
-    [ toolDll; "-p"; properties; "-c"; cache; "--manifest"; s.ManifestFile; "--maven-repo"; string s.Server.Url ] @ extra
+    [
+        toolDll
+        "-p"
+        properties
+        "-c"
+        cache
+        "--manifest"
+        s.ManifestFile
+        "--maven-repo"
+        string s.Server.Url
+    ]
+    @ extra
 
 /// Starts the tool (through `dotnet`), optionally as the leader of a new session and process group (setsid).
 let startTool (ownGroup: bool) (args: string list) =
     let info =
-        if ownGroup then ProcessStartInfo("setsid", "dotnet" :: args) else ProcessStartInfo("dotnet", args)
+        if ownGroup then
+            ProcessStartInfo("setsid", "dotnet" :: args)
+        else
+            ProcessStartInfo("dotnet", args)
 
     new Running(info)
 

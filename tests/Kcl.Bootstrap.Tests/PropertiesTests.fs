@@ -4,11 +4,24 @@ module Kcl.Bootstrap.Tests.PropertiesTests
 open Kcl.Bootstrap
 open Xunit
 
-let private files = set [ "/work/bin/processor"; "/usr/bin/dotnet"; "/work/my app/processor" ]
-let private env name = Map.tryFind name (Map.ofList [ "PATH", "/usr/bin:/bin" ])
-let private validate text = Properties.validate Platform.unix "/work" env files.Contains (Properties.parse text)
-let private errors text = validate text |> List.filter (fun f -> f.Severity = Severity.Error) |> List.map _.Message
-let private warnings text = validate text |> List.filter (fun f -> f.Severity = Severity.Warning) |> List.map _.Message
+let private files =
+    set [ "/work/bin/processor"; "/usr/bin/dotnet"; "/work/my app/processor" ]
+
+let private env name =
+    Map.tryFind name (Map.ofList [ "PATH", "/usr/bin:/bin" ])
+
+let private validate text =
+    Properties.validate Platform.unix "/work" env files.Contains (Properties.parse text)
+
+let private errors text =
+    validate text
+    |> List.filter (fun f -> f.Severity = Severity.Error)
+    |> List.map _.Message
+
+let private warnings text =
+    validate text
+    |> List.filter (fun f -> f.Severity = Severity.Warning)
+    |> List.map _.Message
 
 let private good =
     "executableName = bin/processor --flag\n"
@@ -19,8 +32,13 @@ let private good =
 
 [<Fact>]
 let ``Java properties syntax: separators, comments, continuations and escapes`` () =
-    let p = Properties.parse "# c\n! c\na=1\nb : 2\nc 3\nlong = x\\\n    y\nesc = tab\\tu\\u00e9\nempty\n"
-    Assert.Equal<Map<string, string>>(Map.ofList [ "a", "1"; "b", "2"; "c", "3"; "long", "xy"; "esc", "tab\tué"; "empty", "" ], p)
+    let p =
+        Properties.parse "# c\n! c\na=1\nb : 2\nc 3\nlong = x\\\n    y\nesc = tab\\tu\\u00e9\nempty\n"
+
+    Assert.Equal<Map<string, string>>(
+        Map.ofList [ "a", "1"; "b", "2"; "c", "3"; "long", "xy"; "esc", "tab\tué"; "empty", "" ],
+        p
+    )
 
 [<Fact>]
 let ``A good file has no finding`` () = Assert.Empty(validate good)
@@ -30,7 +48,13 @@ let ``Each missing required key is an error naming it`` () =
     let all = errors "shutdownGraceMillis = 1\n"
     Assert.Equal(4, all.Length)
 
-    for key in [ "executableName"; "applicationName"; "streamName or streamArn"; "AwsCredentialsProvider" ] do
+    for key in
+        [
+            "executableName"
+            "applicationName"
+            "streamName or streamArn"
+            "AwsCredentialsProvider"
+        ] do
         Assert.Contains(all, fun m -> m.StartsWith key)
 
 [<Fact>]
@@ -40,15 +64,31 @@ let ``A program path with a space is an error, a missing program a warning`` () 
     let quoted = good.Replace("bin/processor --flag", "\"/some where/p\"")
     Assert.Contains(errors quoted, fun m -> m.Contains "quote")
     let missing = good.Replace("bin/processor", "bin/gone")
-    Assert.Equal<string list>([ "executableName: the program 'bin/gone' does not exist (resolved against /work)" ], warnings missing)
+
+    Assert.Equal<string list>(
+        [
+            "executableName: the program 'bin/gone' does not exist (resolved against /work)"
+        ],
+        warnings missing
+    )
+
     Assert.Empty(validate (good.Replace("bin/processor --flag", "dotnet Processor.dll")))
     Assert.Contains(warnings (good.Replace("bin/processor --flag", "python3 x.py")), fun m -> m.Contains "the PATH")
 
 [<Fact>]
 let ``Unknown keys get a did-you-mean, and the known traps are warned about`` () =
-    let w = warnings (good + "streamname = x\nmaxRecord = 5\nsomethingElseEntirely = 1\ncleanupLeasesUponShardCompletion = false\n")
+    let w =
+        warnings (
+            good
+            + "streamname = x\nmaxRecord = 5\nsomethingElseEntirely = 1\ncleanupLeasesUponShardCompletion = false\n"
+        )
+
     Assert.Contains(w, fun m -> m.Contains "'streamname' (did you mean 'streamName'?)")
     Assert.Contains(w, fun m -> m.Contains "'maxRecord' (did you mean 'maxRecords'?)")
     Assert.Contains(w, fun m -> m.Contains "unknown key 'somethingElseEntirely'; the daemon ignores")
     Assert.Contains(w, fun m -> m.StartsWith "cleanupLeasesUponShardCompletion=false is ignored")
-    Assert.Contains(warnings (good.Replace("shutdownGraceMillis = 10000\n", "")), fun m -> m.StartsWith "shutdownGraceMillis is unset")
+
+    Assert.Contains(
+        warnings (good.Replace("shutdownGraceMillis = 10000\n", "")),
+        fun m -> m.StartsWith "shutdownGraceMillis is unset"
+    )
