@@ -409,7 +409,13 @@ module Fetch =
                 for stale in [ jar; sidecar jar "sha1"; sidecar jar "sha256" ] do
                     deleteQuietly stale
 
-                Directory.CreateDirectory(Path.GetDirectoryName jar) |> ignore
+                let folder = Directory.CreateDirectory(Path.GetDirectoryName jar)
+
+                // Temporary files of killed runs; young ones may belong to a parallel run still writing them.
+                for part in folder.GetFiles(Path.GetFileName jar + ".*.part") do
+                    if part.LastWriteTimeUtc < DateTime.UtcNow.AddHours -1.0 then
+                        deleteQuietly part.FullName
+
                 let url = Coordinate.url settings.Repository coordinate
 
                 let! expected =

@@ -395,3 +395,20 @@ let ``Parallel runs into the same cache folder all succeed with intact jars`` ()
             Assert.Equal(sha1 jars[e.Coordinate], sha1 (File.ReadAllBytes path))
 
     noPartials cache
+
+[<Fact>]
+let ``Temporary files left by a killed run are cleaned up once they are old, and never used`` () =
+    use dir = new TempDir()
+    let repo = dir.Sub "repo"
+    let m = smallManifest 1
+    let jars = publishAll repo m
+    let cache = dir.Sub "cache"
+    let jar = Classpath.jarPath Platform.current cache "3.1.3" m.Entries.Head.Coordinate
+    Directory.CreateDirectory(Path.GetDirectoryName jar) |> ignore
+    let stale = jar + ".0123.part"
+    File.WriteAllText(stale, "half a jar")
+    File.SetLastWriteTimeUtc(stale, DateTime.UtcNow.AddHours -2.0)
+    use server = new RepoServer(repo)
+    let fetched = ok (fst (fetch (settings server.Url cache) m))
+    Assert.Equal<byte[]>(jars[m.Entries.Head.Coordinate], File.ReadAllBytes fetched.Jars.Head)
+    noPartials cache

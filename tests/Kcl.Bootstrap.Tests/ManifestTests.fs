@@ -267,3 +267,71 @@ let ``POSIX quoting round-trips any arguments through a shell's splitting`` () =
             let line = Command.render Platform.unix { Program = "java"; Arguments = words }
             shSplit line = "java" :: words)
     )
+
+[<Fact>]
+let ``The repository comes from --maven-repo, then KCL_MAVEN_REPO, then Maven Central; bad values are usage errors``
+    ()
+    =
+    let env vars name = Map.tryFind name (Map.ofList vars)
+
+    let repo flag vars =
+        Bootstrap.repository
+            (env vars)
+            { Bootstrap.empty with
+                MavenRepository = flag
+            }
+
+    let url = Result.map string >> Result.mapError _.ExitCode
+
+    Assert.Equal(
+        Ok "https://a.example/m2/",
+        url (repo (Some "https://a.example/m2/") [ "KCL_MAVEN_REPO", "https://b.example/" ])
+    )
+
+    Assert.Equal(Ok "https://b.example/", url (repo None [ "KCL_MAVEN_REPO", "https://b.example/" ]))
+    Assert.Equal(Ok Fetch.MavenCentral, url (repo None []))
+    Assert.Equal(Ok "file:///srv/mirror/", url (repo (Some "file:///srv/mirror/") []))
+    Assert.Equal(Error ExitCode.Usage, url (repo (Some "ftp://nope/") []))
+    Assert.Equal(Error ExitCode.Usage, url (repo (Some "no such folder") []))
+
+[<Fact>]
+let ``--manifest and --kcl-version exclude each other, and an unknown release is a usage error`` () =
+    let code options =
+        Bootstrap.manifest options
+        |> Result.map _.KclVersion
+        |> Result.mapError _.ExitCode
+
+    Assert.Equal(Ok "3.1.3", code Bootstrap.empty)
+
+    Assert.Equal(
+        Ok "2.7.2",
+        code
+            { Bootstrap.empty with
+                KclVersion = Some "2.7.2"
+            }
+    )
+
+    Assert.Equal(
+        Error ExitCode.Usage,
+        code
+            { Bootstrap.empty with
+                KclVersion = Some "1.0.0"
+            }
+    )
+
+    Assert.Equal(
+        Error ExitCode.Usage,
+        code
+            { Bootstrap.empty with
+                KclVersion = Some "3.1.3"
+                ManifestFile = Some "m.txt"
+            }
+    )
+
+    Assert.Equal(
+        Error ExitCode.Usage,
+        code
+            { Bootstrap.empty with
+                ManifestFile = Some "/no/such/manifest.txt"
+            }
+    )
