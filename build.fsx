@@ -235,6 +235,29 @@ let test () =
     if failed then
         exit 1
 
+/// Builds the kcl-bootstrap tool and returns its assembly's path.
+let bootstrapTool () =
+    restore ()
+    let project = Path.Combine("Kcl.Bootstrap.Tool", "Kcl.Bootstrap.Tool.fsproj")
+    exec "dotnet" [ "build"; project; "-c"; "Release"; "--no-restore" ]
+    (projectInfo project).TargetPath
+
+/// Runs kcl-bootstrap with the arguments after "--" and ends with its exit code (with --execute, the daemon's).
+/// Options and environment variables (KCL_MAVEN_REPO, KCL_CACHE_DIR, JAVA_HOME) are the tool's own.
+let runBootstrap (args: string list) =
+    let dll = bootstrapTool ()
+    // Ctrl-C reaches the whole process group: the daemon shuts down gracefully, and we wait to report its exit code.
+    Console.CancelKeyPress.Add(fun e -> e.Cancel <- true)
+    let code = run "dotnet" (dll :: args)
+
+    if code <> 0 then
+        exit code
+
+let fetchJars () =
+    runBootstrap ("--print-classpath" :: runnerArgs)
+
+let runDaemon () = runBootstrap runnerArgs
+
 // The default job when no target is given (a local daemon runner will join it later).
 let mainJob = [ "build"; "samples" ]
 
@@ -243,7 +266,7 @@ let rec help () =
     printfn ""
 
     for name, description, _ in targets () do
-        printfn "  %-8s %s" name description
+        printfn "  %-10s %s" name description
 
     printfn ""
     printfn "With no target: %s." (String.Join(" then ", mainJob))
@@ -254,6 +277,8 @@ and targets () : (string * string * (unit -> unit)) list =
         "build", "restore tools and packages (locked with CI=true or --locked), build Kcl.slnx in Release", build
         "test", "build, publish the samples, run every tests/*Tests project, end with 'N passed, N failed, N skipped'", test
         "samples", "publish every samples/* project to artifacts/samples/<assembly-name>/", samples
+        "fetch-jars", "fetch and verify the daemon's jars into the cache, print the classpath (-- kcl-bootstrap options)", fetchJars
+        "run-daemon", "run kcl-bootstrap: print the daemon's command, or launch it with --execute (-- kcl-bootstrap options)", runDaemon
         "help", "list the targets", help
     ]
 
