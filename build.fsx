@@ -235,8 +235,47 @@ let test () =
     if failed then
         exit 1
 
-// The default job when no target is given (a local daemon runner will join it later).
-let mainJob = [ "build"; "samples" ]
+/// The kcl-local tool's assembly, built by the solution build.
+let localTool () =
+    build ()
+    (projectInfo "Kcl.Local.Tool/Kcl.Local.Tool.fsproj").TargetPath
+
+/// Runs kcl-local with the arguments after `--`, from the repository root (where the samples' executableName
+/// paths start), and exits with its exit code.
+let local () =
+    let code = run "dotnet" (localTool () :: runnerArgs)
+
+    if code <> 0 then
+        exit code
+
+/// The main job's demonstration: each published sample under the local daemon over a generated stream of 4 shards,
+/// with its own applicationName (from its properties file) and fresh state, so a second run does what the first did.
+let demo () =
+    let tool = localTool ()
+
+    if not (Directory.Exists(Path.Combine(root, "artifacts", "samples"))) then
+        samples ()
+
+    for properties in [ "samples/csharp-consumer.properties"; "samples/fsharp-consumer.properties" ] do
+        exec
+            "dotnet"
+            [
+                tool
+                "--properties"
+                properties
+                "--generate"
+                "4000"
+                "--shards"
+                "4"
+                "--state-dir"
+                Path.Combine("artifacts", "local-state")
+                "--fresh"
+                "--quiet"
+                "--no-progress"
+            ]
+
+// The default job when no target is given.
+let mainJob = [ "build"; "samples"; "demo" ]
 
 let rec help () =
     printfn "usage: dotnet fsi build.fsx [target] [--locked] [-- test runner args]"
@@ -254,6 +293,8 @@ and targets () : (string * string * (unit -> unit)) list =
         "build", "restore tools and packages (locked with CI=true or --locked), build Kcl.slnx in Release", build
         "test", "build, publish the samples, run every tests/*Tests project, end with 'N passed, N failed, N skipped'", test
         "samples", "publish every samples/* project to artifacts/samples/<assembly-name>/", samples
+        "local", "run kcl-local (the local daemon) with the arguments after --, e.g. local -- -p FILE --generate 1000", local
+        "demo", "run both published samples under kcl-local over a generated 4-shard stream, fresh state each", demo
         "help", "list the targets", help
     ]
 
