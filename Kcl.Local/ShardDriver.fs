@@ -134,6 +134,17 @@ module ShardDriver =
                 | :? OperationCanceledException -> return None
             }
 
+        /// A line the child has already written, without waiting; end of input is left for `ReadAsync`.
+        member _.TryReadWritten() =
+            if isNull pending then pending <- reader.ReadLineAsync()
+
+            if pending.IsCompletedSuccessfully && not (isNull pending.Result) then
+                let line = pending.Result
+                pending <- null
+                Some line
+            else
+                None
+
     let private delay (span: TimeSpan) (token: CancellationToken) =
         task {
             if span > TimeSpan.Zero then
@@ -350,7 +361,12 @@ module ShardDriver =
                             if outcome.ReplyBytes.Length > 0 then
                                 let! written = write outcome.ReplyBytes
                                 if not written then do! childGone ()
-                    | Next.SendAction -> do! nextAction ()
+                    | Next.SendAction ->
+                        // The real daemon reads nothing between actions; a line already written now (a second
+                        // status, a late checkpoint) is fed to the session with no action open, which names it.
+                        match reader.TryReadWritten() with
+                        | Some line -> session <- fst (DaemonSession.receive line session)
+                        | None -> do! nextAction ()
                     | Next.SendLeaseLost ->
                         progress.State <- "lease lost"
                         do! send DaemonMessage.LeaseLost
