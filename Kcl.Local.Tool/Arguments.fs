@@ -28,14 +28,17 @@ type Argument =
     interface IArgParserTemplate with
         member this.Usage =
             match this with
-            | Properties _ -> "the daemon's properties file (required); executableName is resolved against the working directory."
+            | Properties _ ->
+                "the daemon's properties file (required); executableName is resolved against the working directory."
             | Generate _ -> "generate N records in all, spread over the shards by partition key."
             | Shards _ -> "the number of shards (default 1; 4 with --generate)."
             | Payload _ -> "payload bytes per generated record (default 100)."
             | Seed _ -> "the generator's seed (default 42)."
-            | Key_Pattern _ -> "generated partition keys: {i} is the record index, {r} a seeded random number (default pk-{i})."
+            | Key_Pattern _ ->
+                "generated partition keys: {i} is the record index, {r} a seeded random number (default pk-{i})."
             | Input _ -> "read NDJSON records ({partitionKey, data(base64)|text}) from a file, or - for stdin."
-            | State_Dir _ -> "where the lease file lives (default: a folder per applicationName under the user's state directory)."
+            | State_Dir _ ->
+                "where the lease file lives (default: a folder per applicationName under the user's state directory)."
             | Fresh -> "discard the stored checkpoints first."
             | Inject_Checkpoint_Error _ ->
                 "NAME[:COUNT][@FROM]: fail COUNT checkpoint requests (default 1, * for all) from the FROM-th (default 1) of each shard with NAME, e.g. ThrottlingException:2. Repeatable."
@@ -43,7 +46,8 @@ type Argument =
             | Duplicate_Batches _ -> "deliver every Nth batch twice."
             | Lease_Lost_After _ -> "lose each shard's lease after this many batches."
             | Jdk17_Charset -> "write '?' for non-ASCII characters, as a JDK 17 daemon in a POSIX locale does."
-            | Wait_Limit _ -> "the bound in seconds on each wait for a child when timeoutInSeconds is unset (default 300)."
+            | Wait_Limit _ ->
+                "the bound in seconds on each wait for a child when timeoutInSeconds is unset (default 300)."
             | Quiet -> "do not forward the children's stderr."
             | No_Progress -> "no live progress display, even on a terminal."
             | Json -> "print the summary as JSON."

@@ -25,7 +25,8 @@ let show (meters: ShardProgress[]) (finished: Task) =
         )
         .Start(fun context ->
             let bars =
-                meters |> Array.map (fun m -> m, context.AddTask(m.ShardId, true, float (max 1 m.Total)))
+                meters
+                |> Array.map (fun m -> m, context.AddTask(m.ShardId, true, float (max 1 m.Total)))
 
             let refresh () =
                 for meter, bar in bars do

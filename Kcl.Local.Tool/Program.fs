@@ -36,10 +36,19 @@ let private run (args: ParseResults<Argument>) =
         | Ok config ->
             let faults = args.GetResults Inject_Checkpoint_Error |> List.map FaultSpec.parse
 
-            match faults |> List.tryPick (function Error e -> Some e | Ok _ -> None) with
+            match
+                faults
+                |> List.tryPick (function
+                    | Error e -> Some e
+                    | Ok _ -> None)
+            with
             | Some problem -> usage ("--inject-checkpoint-error " + problem)
             | None ->
-                let faults = faults |> List.choose (function Ok f -> Some f | Error _ -> None)
+                let faults =
+                    faults
+                    |> List.choose (function
+                        | Ok f -> Some f
+                        | Error _ -> None)
 
                 let source =
                     match args.TryGetResult Generate, args.TryGetResult Input with
@@ -59,8 +68,7 @@ let private run (args: ParseResults<Argument>) =
                     | None, Some "-" -> Ok(Source.Lines(new StreamReader(Console.OpenStandardInput())))
                     | None, Some file -> Ok(Source.File file)
 
-                let shards =
-                    args.GetResult(Shards, (if args.Contains Generate then 4 else 1))
+                let shards = args.GetResult(Shards, (if args.Contains Generate then 4 else 1))
 
                 match source with
                 | Error problem -> usage problem
@@ -90,13 +98,18 @@ let private run (args: ParseResults<Argument>) =
                     let childStderr shardId (line: string) =
                         match childLog with
                         | Some log -> log.WriteLine(sprintf "[%s] %s" shardId line)
-                        | None -> if not (args.Contains Quiet) then eprintfn "[%s] %s" shardId line
+                        | None ->
+                            if not (args.Contains Quiet) then
+                                eprintfn "[%s] %s" shardId line
 
                     let settings =
                         { RunSettings.Create(config, stateDir, source, shards) with
                             Fresh = args.Contains Fresh
                             Charset =
-                                if args.Contains Jdk17_Charset then Json.DaemonCharset.PosixAscii else Json.DaemonCharset.Utf8
+                                if args.Contains Jdk17_Charset then
+                                    Json.DaemonCharset.PosixAscii
+                                else
+                                    Json.DaemonCharset.Utf8
                             Faults = faults
                             SlowBatch = TimeSpan.FromMilliseconds(float (args.GetResult(Slow_Batches, 0)))
                             DuplicateEvery = args.TryGetResult Duplicate_Batches |> Option.filter (fun n -> n > 0)
@@ -153,7 +166,13 @@ let private run (args: ParseResults<Argument>) =
                         for shardId, reason in summary.Failures do
                             eprintfn "kcl-local: %s failed: %s" shardId reason
 
-                        Console.Out.WriteLine(if args.Contains Json then Summary.toJson summary else Summary.toLine summary)
+                        Console.Out.WriteLine(
+                            if args.Contains Json then
+                                Summary.toJson summary
+                            else
+                                Summary.toLine summary
+                        )
+
                         Console.Out.Flush()
                         if summary.Clean then exitClean else exitViolation
 

@@ -14,7 +14,11 @@ module ChildProcess =
     let private isExecutableFile (path: string) =
         File.Exists path
         && (OperatingSystem.IsWindows()
-            || (File.GetUnixFileMode path &&& (UnixFileMode.UserExecute ||| UnixFileMode.GroupExecute ||| UnixFileMode.OtherExecute)) <> UnixFileMode.None)
+            || (File.GetUnixFileMode path
+                &&& (UnixFileMode.UserExecute
+                     ||| UnixFileMode.GroupExecute
+                     ||| UnixFileMode.OtherExecute))
+               <> UnixFileMode.None)
 
     /// The file a program name names, as `ProcessBuilder` finds it: a name with a directory separator is a path
     /// relative to the working directory; a bare name is looked up on PATH. `None` when nothing fits.
@@ -23,10 +27,16 @@ module ChildProcess =
             let full = Path.GetFullPath(Path.Combine(workingDirectory, program))
             if File.Exists full then Some full else None
         else
-            let path = Environment.GetEnvironmentVariable "PATH" |> Option.ofObj |> Option.defaultValue ""
+            let path =
+                Environment.GetEnvironmentVariable "PATH"
+                |> Option.ofObj
+                |> Option.defaultValue ""
 
             let extensions =
-                if OperatingSystem.IsWindows() then [ ""; ".exe"; ".cmd"; ".bat" ] else [ "" ]
+                if OperatingSystem.IsWindows() then
+                    [ ""; ".exe"; ".cmd"; ".bat" ]
+                else
+                    [ "" ]
 
             path.Split(Path.PathSeparator, StringSplitOptions.RemoveEmptyEntries)
             |> Seq.collect (fun dir -> extensions |> Seq.map (fun ext -> Path.Combine(dir, program + ext)))

@@ -68,7 +68,8 @@ module DaemonConfig =
     /// only, no quoting, no expansion. Like Java's `String.split`, a leading space gives an empty first element
     /// and trailing spaces give none.
     let splitCommand (executableName: string) : string list =
-        let parts = Text.RegularExpressions.Regex.Split(executableName, " +") |> List.ofArray
+        let parts =
+            Text.RegularExpressions.Regex.Split(executableName, " +") |> List.ofArray
         // String.split drops trailing empty strings.
         parts |> List.rev |> List.skipWhile ((=) "") |> List.rev
 
@@ -79,7 +80,9 @@ module DaemonConfig =
     /// problem found.
     let ofProperties (properties: (string * string) list) : Result<DaemonConfig, string list> =
         let values = Map.ofList properties
-        let find key = values |> Map.tryFind key |> Option.map _.Trim()
+
+        let find key =
+            values |> Map.tryFind key |> Option.map _.Trim()
 
         let nonBlank key =
             find key |> Option.filter (String.IsNullOrWhiteSpace >> not)
@@ -111,8 +114,7 @@ module DaemonConfig =
             | Some arn, _ -> arn
             | None, Some name -> name
             | None, None ->
-                errors.Add
-                    "Stream name or Stream Arn is required. Stream Arn takes precedence if both are passed in."
+                errors.Add "Stream name or Stream Arn is required. Stream Arn takes precedence if both are passed in."
 
                 ""
 
@@ -153,7 +155,10 @@ module DaemonConfig =
         let idle = integer "idleTimeBetweenReadsInMillis" 1500 (fun _ -> None) |> max 200
 
         let callEmpty =
-            match find "callProcessRecordsEvenForEmptyRecordList" |> Option.map _.ToLowerInvariant() with
+            match
+                find "callProcessRecordsEvenForEmptyRecordList"
+                |> Option.map _.ToLowerInvariant()
+            with
             | Some "true" -> true
             | _ -> false
 
@@ -164,7 +169,10 @@ module DaemonConfig =
                 let seconds =
                     integer "timeoutInSeconds" 0 (fun v -> if v <= 0 then Some "must be positive" else None)
 
-                if seconds > 0 then Some(TimeSpan.FromSeconds(float seconds)) else None
+                if seconds > 0 then
+                    Some(TimeSpan.FromSeconds(float seconds))
+                else
+                    None
 
         if errors.Count > 0 then
             Error(List.ofSeq errors)
@@ -180,7 +188,9 @@ module DaemonConfig =
                     CallProcessRecordsEvenForEmptyRecordList = callEmpty
                     Timeout = timeout
                     IgnoredKeys =
-                        properties |> List.map fst |> List.filter (fun k -> not (honouredKeys.Contains k))
+                        properties
+                        |> List.map fst
+                        |> List.filter (fun k -> not (honouredKeys.Contains k))
                 }
 
     /// Reads and checks a properties file.

@@ -40,10 +40,20 @@ let parse (spec: string) : Result<FaultRule, string> =
             | known -> known
         | known -> known
 
-    if String.IsNullOrWhiteSpace name || name |> Seq.exists (fun c -> not (Char.IsAsciiLetterOrDigit c || c = '.' || c = '_' || c = '$')) then
+    if
+        String.IsNullOrWhiteSpace name
+        || name
+           |> Seq.exists (fun c -> not (Char.IsAsciiLetterOrDigit c || c = '.' || c = '_' || c = '$'))
+    then
         Error(sprintf "%A: expected NAME[:COUNT][@FROM], e.g. ThrottlingException:2 or ShutdownException:*@3" spec)
     else
         match count, from with
         | Error e, _
         | _, Error e -> Error e
-        | Ok count, Ok from -> Ok { Error = error; Count = count; From = from }
+        | Ok count, Ok from ->
+            Ok
+                {
+                    Error = error
+                    Count = count
+                    From = from
+                }

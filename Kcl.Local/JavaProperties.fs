@@ -126,13 +126,28 @@ let parse (text: string) : Result<(string * string) list, string> =
             | Error e, _
             | _, Error e -> Error(sprintf "%s in the line %A" e line))
 
-    match entries |> List.tryPick (function Error e -> Some e | Ok _ -> None) with
+    match
+        entries
+        |> List.tryPick (function
+            | Error e -> Some e
+            | Ok _ -> None)
+    with
     | Some error -> Error error
     | None ->
-        let pairs = entries |> List.choose (function Ok pair -> Some pair | Error _ -> None)
+        let pairs =
+            entries
+            |> List.choose (function
+                | Ok pair -> Some pair
+                | Error _ -> None)
+
         let last = pairs |> List.mapi (fun i (k, _) -> k, i) |> Map.ofList
 
-        Ok(pairs |> List.indexed |> List.filter (fun (i, (k, _)) -> last[k] = i) |> List.map snd)
+        Ok(
+            pairs
+            |> List.indexed
+            |> List.filter (fun (i, (k, _)) -> last[k] = i)
+            |> List.map snd
+        )
 
 /// Reads a properties file as `Properties.load(InputStream)` does: as ISO-8859-1, so any byte is one character.
 let load (path: string) : Result<(string * string) list, string> =

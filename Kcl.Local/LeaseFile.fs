@@ -29,7 +29,12 @@ module LeaseFile =
     /// The lease file of an application in a state directory.
     let path (stateDir: string) (applicationName: string) =
         let safe =
-            applicationName |> String.map (fun c -> if Char.IsAsciiLetterOrDigit c || c = '-' || c = '_' || c = '.' then c else '_')
+            applicationName
+            |> String.map (fun c ->
+                if Char.IsAsciiLetterOrDigit c || c = '-' || c = '_' || c = '.' then
+                    c
+                else
+                    '_')
 
         Path.Combine(stateDir, safe + ".leases.json")
 
@@ -78,15 +83,22 @@ module LeaseFile =
 
     /// Reads a lease file; a missing file holds no leases.
     let load (file: string) : Result<LeaseEntry list, string> =
-        if File.Exists file then parse (File.ReadAllText file) else Ok []
+        if File.Exists file then
+            parse (File.ReadAllText file)
+        else
+            Ok []
 
     /// Writes the file atomically: a temporary file beside it, flushed, then renamed over it.
     let save (file: string) (applicationName: string) (entries: LeaseEntry seq) =
-        Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath file)) |> ignore
+        Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath file))
+        |> ignore
+
         let temporary = file + ".tmp"
 
         do
-            use stream = new FileStream(temporary, FileMode.Create, FileAccess.Write, FileShare.None)
+            use stream =
+                new FileStream(temporary, FileMode.Create, FileAccess.Write, FileShare.None)
+
             let bytes = Text.Encoding.UTF8.GetBytes(render applicationName entries)
             stream.Write(bytes, 0, bytes.Length)
             stream.Flush(true)

@@ -85,7 +85,11 @@ module LocalDaemon =
         let baseDir =
             match Environment.GetEnvironmentVariable "XDG_STATE_HOME" with
             | null
-            | "" -> Environment.GetFolderPath(Environment.SpecialFolder.LocalApplicationData, Environment.SpecialFolderOption.Create)
+            | "" ->
+                Environment.GetFolderPath(
+                    Environment.SpecialFolder.LocalApplicationData,
+                    Environment.SpecialFolderOption.Create
+                )
             | dir -> dir
 
         Path.Combine(baseDir, "kcl-local", applicationName)
@@ -112,10 +116,19 @@ module LocalDaemon =
                     |> Seq.map (fun (i, line) -> i + 1, RecordSource.parseLine line)
                     |> List.ofSeq
 
-                match parsed |> List.tryPick (function i, Error e -> Some(i, e) | _ -> None) with
+                match
+                    parsed
+                    |> List.tryPick (function
+                        | i, Error e -> Some(i, e)
+                        | _ -> None)
+                with
                 | Some(line, problem) -> Error(sprintf "%s, line %d: %s" path line problem)
                 | None ->
-                    parsed |> List.iter (function _, Ok r -> add r | _ -> ())
+                    parsed
+                    |> List.iter (function
+                        | _, Ok r -> add r
+                        | _ -> ())
+
                     completeAll ()
                     Ok Task.CompletedTask
         | Source.Lines reader ->
@@ -241,11 +254,17 @@ module LocalDaemon =
                                     update shardId (fun e ->
                                         match e.HighestDelivered with
                                         | Some before when Shards.compareDigits before highest >= 0 -> e
-                                        | _ -> { e with HighestDelivered = Some highest })
+                                        | _ ->
+                                            { e with
+                                                HighestDelivered = Some highest
+                                            })
                             ChildStderr = settings.ChildStderr
                         }
 
-                    let meters = starts |> Array.map (fun s -> ShardProgress(s.Feed.ShardId, s.Feed.Count - max 0 s.Position))
+                    let meters =
+                        starts
+                        |> Array.map (fun s -> ShardProgress(s.Feed.ShardId, s.Feed.Count - max 0 s.Position))
+
                     progress meters
                     let clock = Stopwatch.StartNew()
 

@@ -52,11 +52,11 @@ module RecordSource =
 
             for i in 0 .. settings.Records - 1 do
                 let key =
-                    settings.KeyPattern
-                        .Replace("{i}", string i)
-                        .Replace("{r}", string (random.Next()))
+                    settings.KeyPattern.Replace("{i}", string i).Replace("{r}", string (random.Next()))
 
-                let data = Array.init settings.PayloadBytes (fun _ -> byte alphabet[random.Next alphabet.Length])
+                let data =
+                    Array.init settings.PayloadBytes (fun _ -> byte alphabet[random.Next alphabet.Length])
+
                 yield { PartitionKey = key; Data = data }
         }
 
@@ -70,15 +70,22 @@ module RecordSource =
             if root.ValueKind <> JsonValueKind.Object then
                 Error "expected a JSON object"
             else
-                let props = root.EnumerateObject() |> Seq.map (fun p -> p.Name, p.Value) |> List.ofSeq
+                let props =
+                    root.EnumerateObject() |> Seq.map (fun p -> p.Name, p.Value) |> List.ofSeq
 
                 let unknown =
-                    props |> List.map fst |> List.filter (fun n -> n <> "partitionKey" && n <> "data" && n <> "text")
+                    props
+                    |> List.map fst
+                    |> List.filter (fun n -> n <> "partitionKey" && n <> "data" && n <> "text")
 
                 let str name =
                     props
                     |> List.tryFind (fst >> (=) name)
-                    |> Option.map (fun (_, v) -> if v.ValueKind = JsonValueKind.String then Ok(v.GetString()) else Error(sprintf "%s must be a string" name))
+                    |> Option.map (fun (_, v) ->
+                        if v.ValueKind = JsonValueKind.String then
+                            Ok(v.GetString())
+                        else
+                            Error(sprintf "%s must be a string" name))
 
                 match unknown, str "partitionKey", str "data", str "text" with
                 | name :: _, _, _, _ -> Error(sprintf "unknown key %A: expected partitionKey and data or text" name)
@@ -91,9 +98,18 @@ module RecordSource =
                 | _, _, None, None -> Error "data (base64) or text is missing"
                 | _, Some(Ok key), Some(Ok data), None ->
                     try
-                        Ok { PartitionKey = key; Data = Convert.FromBase64String data }
+                        Ok
+                            {
+                                PartitionKey = key
+                                Data = Convert.FromBase64String data
+                            }
                     with :? FormatException ->
                         Error "data is not base64"
-                | _, Some(Ok key), None, Some(Ok text) -> Ok { PartitionKey = key; Data = Encoding.UTF8.GetBytes text }
+                | _, Some(Ok key), None, Some(Ok text) ->
+                    Ok
+                        {
+                            PartitionKey = key
+                            Data = Encoding.UTF8.GetBytes text
+                        }
         with :? JsonException as e ->
             Error(sprintf "not JSON: %s" e.Message)

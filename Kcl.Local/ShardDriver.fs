@@ -123,7 +123,8 @@ module ShardDriver =
 
         member _.ReadAsync(limit: TimeSpan, token: CancellationToken) =
             task {
-                if isNull pending then pending <- reader.ReadLineAsync()
+                if isNull pending then
+                    pending <- reader.ReadLineAsync()
 
                 try
                     let! line = pending.WaitAsync(limit, token)
@@ -136,7 +137,8 @@ module ShardDriver =
 
         /// A line the child has already written, without waiting; end of input is left for `ReadAsync`.
         member _.TryReadWritten() =
-            if isNull pending then pending <- reader.ReadLineAsync()
+            if isNull pending then
+                pending <- reader.ReadLineAsync()
 
             if pending.IsCompletedSuccessfully && not (isNull pending.Result) then
                 let line = pending.Result
@@ -172,7 +174,10 @@ module ShardDriver =
                     match session |> Option.bind (fun (s: DaemonSession.Session) -> s.Checkpoint) with
                     | Some position when position.IsShardEnd -> cursor - start.Position
                     | Some position when position.SequenceNumber.Sentinel.IsNone ->
-                        max 0 (min cursor (start.Feed.PositionAfter position.SequenceNumber.Value) - start.Position)
+                        max
+                            0
+                            (min cursor (start.Feed.PositionAfter position.SequenceNumber.Value)
+                             - start.Position)
                     | _ -> 0
 
                 {
@@ -192,7 +197,13 @@ module ShardDriver =
                 return result None (ShardEnding.Failed reason) None 0 0 0L start.Position
             | Ok child ->
                 use child = child
-                use killed = kill.Register(fun () -> try child.Kill true with _ -> ())
+
+                use killed =
+                    kill.Register(fun () ->
+                        try
+                            child.Kill true
+                        with _ ->
+                            ())
 
                 let stderr =
                     task {
@@ -202,7 +213,9 @@ module ShardDriver =
                             while not (isNull line) do
                                 let! next = child.StandardError.ReadLineAsync()
                                 line <- next
-                                if not (isNull line) then hooks.ChildStderr shardId line
+
+                                if not (isNull line) then
+                                    hooks.ChildStderr shardId line
                         with _ ->
                             ()
                     }
@@ -262,8 +275,11 @@ module ShardDriver =
                             session <- next
 
                             let! written = write line
-                            if not written then do! childGone ()
-                        | Error reason -> invalidOp (sprintf "%s: the local daemon cannot send %s: %s" shardId message.Action reason)
+
+                            if not written then
+                                do! childGone ()
+                        | Error reason ->
+                            invalidOp (sprintf "%s: the local daemon cannot send %s: %s" shardId message.Action reason)
                     }
 
                 let deliver (records: Record[]) (remaining: int) (again: bool) =
@@ -287,7 +303,10 @@ module ShardDriver =
                         if again then
                             redelivered <- redelivered + records.Length
                         else
-                            redelivered <- redelivered + max 0 (min (cursor + records.Length) start.PreviouslyDelivered - cursor)
+                            redelivered <-
+                                redelivered
+                                + max 0 (min (cursor + records.Length) start.PreviouslyDelivered - cursor)
+
                             cursor <- cursor + records.Length
                             batches <- batches + 1
 
@@ -338,10 +357,7 @@ module ShardDriver =
 
                 let sequence, sub = start.Checkpoint
 
-                do!
-                    send (
-                        DaemonMessage.Initialize(ShardId shardId, Some(SequenceNumber.parse sequence), Some sub)
-                    )
+                do! send (DaemonMessage.Initialize(ShardId shardId, Some(SequenceNumber.parse sequence), Some sub))
 
                 while playing do
                     match DaemonSession.nextStep session with
@@ -360,7 +376,9 @@ module ShardDriver =
 
                             if outcome.ReplyBytes.Length > 0 then
                                 let! written = write outcome.ReplyBytes
-                                if not written then do! childGone ()
+
+                                if not written then
+                                    do! childGone ()
                     | Next.SendAction ->
                         // The real daemon reads nothing between actions; a line already written now (a second
                         // status, a late checkpoint) is fed to the session with no action open, which names it.

@@ -54,7 +54,8 @@ type ShardFeed(index: int) =
         lock gate (fun () ->
             let mutable i = 0
 
-            while i < records.Count && Shards.compareDigits records[i].SequenceNumber.Value sequenceNumber <= 0 do
+            while i < records.Count
+                  && Shards.compareDigits records[i].SequenceNumber.Value sequenceNumber <= 0 do
                 i <- i + 1
 
             i)

@@ -33,11 +33,13 @@ let shardOfHashKey (shards: int) (key: BigInteger) : int =
     int (BigInteger.Min(BigInteger.Divide(key, width), BigInteger(shards - 1)))
 
 /// The 0-based index of the shard a record with this partition key goes to.
-let shardOf (shards: int) (partitionKey: string) = shardOfHashKey shards (hashKey partitionKey)
+let shardOf (shards: int) (partitionKey: string) =
+    shardOfHashKey shards (hashKey partitionKey)
 
 /// The sequence number of the `ordinal`-th (1-based) record of a shard: 56 digits, like real ones, so that every
 /// number of a run has the same length and numeric order is also text order.
-let sequenceNumber (shardIndex: int) (ordinal: int64) = sprintf "49%06d%048d" shardIndex ordinal
+let sequenceNumber (shardIndex: int) (ordinal: int64) =
+    sprintf "49%06d%048d" shardIndex ordinal
 
 /// Compares two digit strings numerically.
 let compareDigits (a: string) (b: string) =

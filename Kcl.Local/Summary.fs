@@ -19,11 +19,13 @@ type Summary =
 
     /// Every finding of severity Violation, with the failures to start a child as messages.
     member this.Violations: Finding list =
-        this.Shards |> List.collect (fun s -> s.Session |> Option.map _.Violations |> Option.defaultValue [])
+        this.Shards
+        |> List.collect (fun s -> s.Session |> Option.map _.Violations |> Option.defaultValue [])
 
     /// Every warning.
     member this.Warnings: Finding list =
-        this.Shards |> List.collect (fun s -> s.Session |> Option.map _.Warnings |> Option.defaultValue [])
+        this.Shards
+        |> List.collect (fun s -> s.Session |> Option.map _.Warnings |> Option.defaultValue [])
 
     /// Shards that did not reach a clean end, with the reason.
     member this.Failures =
@@ -47,29 +49,41 @@ type Summary =
 
     /// Records delivered per second of the run.
     member this.RecordsPerSecond =
-        if this.Elapsed.TotalSeconds > 0.0 then float this.Delivered / this.Elapsed.TotalSeconds else 0.0
+        if this.Elapsed.TotalSeconds > 0.0 then
+            float this.Delivered / this.Elapsed.TotalSeconds
+        else
+            0.0
 
     /// Payload megabytes (10^6 bytes) delivered per second of the run.
     member this.MegabytesPerSecond =
-        if this.Elapsed.TotalSeconds > 0.0 then float this.Bytes / 1e6 / this.Elapsed.TotalSeconds else 0.0
+        if this.Elapsed.TotalSeconds > 0.0 then
+            float this.Bytes / 1e6 / this.Elapsed.TotalSeconds
+        else
+            0.0
 
 /// Rendering a summary.
 [<RequireQualifiedAccess>]
 module Summary =
     let private ending (shard: ShardResult) =
         match shard.Ending with
-        | ShardEnding.ShardEnded -> if shard.Session |> Option.exists _.ShardEndCheckpointed then "SHARD_END" else "ended"
+        | ShardEnding.ShardEnded ->
+            if shard.Session |> Option.exists _.ShardEndCheckpointed then
+                "SHARD_END"
+            else
+                "ended"
         | ShardEnding.LeaseLost -> "lease lost"
         | ShardEnding.AlreadyEnded -> "already at SHARD_END"
         | ShardEnding.Failed reason -> "failed: " + reason
 
     /// One line: totals, then each shard's delivered/checkpointed/redelivered and ending.
     let toLine (summary: Summary) =
-        let inv (format: string) (value: float) = value.ToString(format, CultureInfo.InvariantCulture)
+        let inv (format: string) (value: float) =
+            value.ToString(format, CultureInfo.InvariantCulture)
 
         let shards =
             summary.Shards
-            |> List.map (fun s -> sprintf "%s %d/%d/%d %s" s.ShardId s.Delivered s.Checkpointed s.Redelivered (ending s))
+            |> List.map (fun s ->
+                sprintf "%s %d/%d/%d %s" s.ShardId s.Delivered s.Checkpointed s.Redelivered (ending s))
 
         sprintf
             "kcl-local %s: %s; %d shards, %d delivered, %d checkpointed, %d redelivered, %d violations, %d warnings, %s s, %s records/s, %s MB/s [%s]"
@@ -119,7 +133,10 @@ module Summary =
             node["ending"] <- JsonValue.Create(ending s)
 
             node["checkpoint"] <-
-                (s.Session |> Option.bind _.Checkpoint |> Option.map (string >> JsonValue.Create) |> Option.toObj)
+                (s.Session
+                 |> Option.bind _.Checkpoint
+                 |> Option.map (string >> JsonValue.Create)
+                 |> Option.toObj)
 
             node["exitCode"] <- (s.ExitCode |> Option.map JsonValue.Create |> Option.toObj)
             shards.Add node

@@ -10,9 +10,12 @@ open Kcl.Local
 /// The repository root: the nearest folder above the test's output holding Kcl.slnx.
 let repositoryRoot =
     let rec up (dir: DirectoryInfo) =
-        if isNull dir then failwith "Kcl.slnx not found above the test's output"
-        elif File.Exists(Path.Combine(dir.FullName, "Kcl.slnx")) then dir.FullName
-        else up dir.Parent
+        if isNull dir then
+            failwith "Kcl.slnx not found above the test's output"
+        elif File.Exists(Path.Combine(dir.FullName, "Kcl.slnx")) then
+            dir.FullName
+        else
+            up dir.Parent
 
     up (DirectoryInfo AppContext.BaseDirectory)
 
@@ -27,7 +30,9 @@ let sample (name: string) =
 
 /// A fresh temporary folder.
 let tempDir () =
-    let dir = Path.Combine(Path.GetTempPath(), "kcl-local-tests", Guid.NewGuid().ToString("N"))
+    let dir =
+        Path.Combine(Path.GetTempPath(), "kcl-local-tests", Guid.NewGuid().ToString("N"))
+
     Directory.CreateDirectory dir |> ignore
     dir
 
@@ -46,13 +51,25 @@ let config (executableName: string) (extra: string list) =
             @ extra
         )
 
-    match JavaProperties.parse text |> Result.mapError List.singleton |> Result.bind DaemonConfig.ofProperties with
+    match
+        JavaProperties.parse text
+        |> Result.mapError List.singleton
+        |> Result.bind DaemonConfig.ofProperties
+    with
     | Ok config -> config
     | Error problems -> failwithf "bad test properties: %A" problems
 
 /// Run settings for a generated stream with short bounds, the children started from the test's output folder.
 let settings (config: DaemonConfig) (stateDir: string) (records: int) (shards: int) =
-    { RunSettings.Create(config, stateDir, Source.Generated { GeneratorSettings.Default with Records = records }, shards) with
+    { RunSettings.Create(
+          config,
+          stateDir,
+          Source.Generated
+              { GeneratorSettings.Default with
+                  Records = records
+              },
+          shards
+      ) with
         WorkingDirectory = AppContext.BaseDirectory
         DefaultWaitLimit = TimeSpan.FromSeconds 20.0
         ExitLimit = TimeSpan.FromSeconds 5.0
@@ -61,7 +78,8 @@ let settings (config: DaemonConfig) (stateDir: string) (records: int) (shards: i
 /// Runs the daemon, failing the test if the whole run takes longer than a minute.
 let runWith (settings: RunSettings) (progress: ShardProgress[] -> unit) (kill: CancellationToken) =
     task {
-        let! outcome = (LocalDaemon.run settings progress CancellationToken.None kill).WaitAsync(TimeSpan.FromMinutes 1.0)
+        let! outcome =
+            (LocalDaemon.run settings progress CancellationToken.None kill).WaitAsync(TimeSpan.FromMinutes 1.0)
 
         match outcome with
         | Ok summary -> return summary
@@ -69,7 +87,8 @@ let runWith (settings: RunSettings) (progress: ShardProgress[] -> unit) (kill: C
     }
 
 /// Runs the daemon to its end.
-let runToEnd (settings: RunSettings) = runWith settings ignore CancellationToken.None
+let runToEnd (settings: RunSettings) =
+    runWith settings ignore CancellationToken.None
 
 /// The findings of a summary, one per line, for failure messages.
 let describe (summary: Summary) =

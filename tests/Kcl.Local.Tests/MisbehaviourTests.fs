@@ -10,7 +10,11 @@ open Kcl.Local.Tests.Helpers
 
 let private runMode (mode: string) (extra: string list) =
     let config = config ("python3 children/misbehave.py " + mode) extra
-    runToEnd { settings config (tempDir ()) 20 1 with ExitLimit = TimeSpan.FromSeconds 1.0 }
+
+    runToEnd
+        { settings config (tempDir ()) 20 1 with
+            ExitLimit = TimeSpan.FromSeconds 1.0
+        }
 
 let private single (summary: Summary) =
     Assert.False(summary.Clean, describe summary)

@@ -23,7 +23,10 @@ let ``Properties accept '=', ':' and white space between key and value`` () =
 
 [<Fact>]
 let ``Properties skip '#' and '!' comments and blank lines`` () =
-    Assert.Equal<(string * string) list>([ "a", "1" ], parsed "# comment\n! another\n\n   \na = 1\n  # indented comment")
+    Assert.Equal<(string * string) list>(
+        [ "a", "1" ],
+        parsed "# comment\n! another\n\n   \na = 1\n  # indented comment"
+    )
 
 [<Fact>]
 let ``A trailing odd backslash continues a line and the next line's indent is dropped`` () =
@@ -87,7 +90,15 @@ let ``Defaults and bounds follow the daemon: LATEST, 10000 records, idle time at
     Assert.Equal(TimeSpan.FromMilliseconds 200.0, config.IdleTimeBetweenReads)
     Assert.Equal(None, config.Timeout)
 
-    match DaemonConfig.ofProperties [ "executableName", "x"; "applicationName", "a"; "streamName", "s"; "awsCredentialsProvider", "p" ] with
+    match
+        DaemonConfig.ofProperties
+            [
+                "executableName", "x"
+                "applicationName", "a"
+                "streamName", "s"
+                "awsCredentialsProvider", "p"
+            ]
+    with
     | Ok config ->
         Assert.Equal(InitialPosition.Latest, config.InitialPosition)
         Assert.Equal(10000, config.MaxRecords)
@@ -102,7 +113,9 @@ let ``executableName splits on runs of ASCII spaces only`` () =
 
 [<Fact>]
 let ``Any space-free words joined by runs of spaces split back into the same words`` () =
-    let word = Gen.elements [ "a"; "b.dll"; "-x"; "--k=v"; "p/q"; "\t" ] |> Gen.nonEmptyListOf
+    let word =
+        Gen.elements [ "a"; "b.dll"; "-x"; "--k=v"; "p/q"; "\t" ] |> Gen.nonEmptyListOf
+
     let gaps = Gen.choose (1, 4)
 
     Check.One(
@@ -113,7 +126,10 @@ let ``Any space-free words joined by runs of spaces split back into the same wor
 
 [<Fact>]
 let ``A partition key's hash key is its MD5 read as an unsigned big-endian integer`` () =
-    Assert.Equal(BigInteger.Parse("0d41d8cd98f00b204e9800998ecf8427e", Globalization.NumberStyles.HexNumber), Shards.hashKey "")
+    Assert.Equal(
+        BigInteger.Parse("0d41d8cd98f00b204e9800998ecf8427e", Globalization.NumberStyles.HexNumber),
+        Shards.hashKey ""
+    )
     // 0xd4... lies in the upper half of the hash-key space, and in the fourth of five ranges.
     Assert.Equal(1, Shards.shardOf 2 "")
     Assert.Equal(4, Shards.shardOf 5 "")
@@ -130,7 +146,13 @@ let ``Every hash key falls in exactly the range of the shard it maps to`` () =
             let key = BigInteger(ReadOnlySpan bytes, isUnsigned = true, isBigEndian = true)
             let index = Shards.shardOfHashKey shards key
             let starts = Shards.startingHashKeys shards
-            let upper = if index = shards - 1 then Shards.hashKeySpace else starts[index + 1]
+
+            let upper =
+                if index = shards - 1 then
+                    Shards.hashKeySpace
+                else
+                    starts[index + 1]
+
             index >= 0 && index < shards && starts[index] <= key && key < upper)
     )
 
@@ -144,7 +166,12 @@ let ``Sequence numbers have 56 digits and grow with the ordinal`` () =
 
 [<Fact>]
 let ``The generator is deterministic for a seed and differs across seeds`` () =
-    let settings = { GeneratorSettings.Default with Records = 50; PayloadBytes = 20 }
+    let settings =
+        { GeneratorSettings.Default with
+            Records = 50
+            PayloadBytes = 20
+        }
+
     let once = RecordSource.generate settings |> List.ofSeq
     let again = RecordSource.generate settings |> List.ofSeq
     let other = RecordSource.generate { settings with Seed = 7 } |> List.ofSeq
@@ -155,8 +182,23 @@ let ``The generator is deterministic for a seed and differs across seeds`` () =
 
 [<Fact>]
 let ``NDJSON lines carry a partition key and base64 data or text`` () =
-    Assert.Equal(Ok { PartitionKey = "k"; Data = [| 1uy; 2uy |] }, RecordSource.parseLine """{"partitionKey":"k","data":"AQI="}""")
-    Assert.Equal(Ok { PartitionKey = "ключ"; Data = Text.Encoding.UTF8.GetBytes "é" }, RecordSource.parseLine """{"partitionKey":"ключ","text":"é"}""")
+    Assert.Equal(
+        Ok
+            {
+                PartitionKey = "k"
+                Data = [| 1uy; 2uy |]
+            },
+        RecordSource.parseLine """{"partitionKey":"k","data":"AQI="}"""
+    )
+
+    Assert.Equal(
+        Ok
+            {
+                PartitionKey = "ключ"
+                Data = Text.Encoding.UTF8.GetBytes "é"
+            },
+        RecordSource.parseLine """{"partitionKey":"ключ","text":"é"}"""
+    )
 
     for bad, expected in
         [
@@ -175,9 +217,18 @@ let ``A lease file reads back what was written`` () =
     let entry =
         gen {
             let! shard = Gen.choose (0, 99)
-            let! checkpoint = Gen.oneof [ Gen.elements [ "TRIM_HORIZON"; "LATEST"; "SHARD_END" ]; Gen.choose (1, 1000) |> Gen.map (fun n -> Shards.sequenceNumber shard (int64 n)) ]
+
+            let! checkpoint =
+                Gen.oneof
+                    [
+                        Gen.elements [ "TRIM_HORIZON"; "LATEST"; "SHARD_END" ]
+                        Gen.choose (1, 1000) |> Gen.map (fun n -> Shards.sequenceNumber shard (int64 n))
+                    ]
+
             let! sub = Gen.choose (0, 5) |> Gen.map int64
-            let! highest = Gen.optionOf (Gen.choose (1, 1000) |> Gen.map (fun n -> Shards.sequenceNumber shard (int64 n)))
+
+            let! highest =
+                Gen.optionOf (Gen.choose (1, 1000) |> Gen.map (fun n -> Shards.sequenceNumber shard (int64 n)))
 
             return
                 {
@@ -193,8 +244,7 @@ let ``A lease file reads back what was written`` () =
 
     Check.One(
         Config.QuickThrowOnFailure.WithMaxTest 100,
-        Prop.forAll (Arb.fromGen entries) (fun entries ->
-            LeaseFile.parse (LeaseFile.render "app" entries) = Ok entries)
+        Prop.forAll (Arb.fromGen entries) (fun entries -> LeaseFile.parse (LeaseFile.render "app" entries) = Ok entries)
     )
 
 [<Fact>]
@@ -202,7 +252,15 @@ let ``A lease file is written atomically and replaces the previous one`` () =
     let dir = Helpers.tempDir ()
     let file = LeaseFile.path dir "my app/1"
     Assert.EndsWith("my_app_1.leases.json", file)
-    let entry = { ShardId = Shards.shardId 0; Checkpoint = "TRIM_HORIZON"; SubSequenceNumber = 0L; HighestDelivered = None }
+
+    let entry =
+        {
+            ShardId = Shards.shardId 0
+            Checkpoint = "TRIM_HORIZON"
+            SubSequenceNumber = 0L
+            HighestDelivered = None
+        }
+
     LeaseFile.save file "my app/1" [ entry ]
     LeaseFile.save file "my app/1" [ { entry with Checkpoint = "SHARD_END" } ]
     Assert.Equal(Ok [ { entry with Checkpoint = "SHARD_END" } ], LeaseFile.load file)
@@ -214,7 +272,18 @@ let ``Fault specs read NAME, COUNT and FROM with their defaults`` () =
     Assert.Equal(Ok(FaultRule.Times(CheckpointError.Throttling, 1, 2)), FaultSpec.parse "ThrottlingException:2")
     Assert.Equal(Ok(FaultRule.Always(CheckpointError.Shutdown, 3)), FaultSpec.parse "ShutdownException:*@3")
     Assert.Equal(Ok(FaultRule.Times(CheckpointError.Throttling, 1, 1)), FaultSpec.parse "Throttling")
-    Assert.Equal(Ok(FaultRule.Times(CheckpointError.Other "NullPointerException", 4, 1)), FaultSpec.parse "NullPointerException@4")
 
-    for bad in [ "ThrottlingException:0"; "ThrottlingException:x"; "ThrottlingException@0"; ""; "a b" ] do
+    Assert.Equal(
+        Ok(FaultRule.Times(CheckpointError.Other "NullPointerException", 4, 1)),
+        FaultSpec.parse "NullPointerException@4"
+    )
+
+    for bad in
+        [
+            "ThrottlingException:0"
+            "ThrottlingException:x"
+            "ThrottlingException@0"
+            ""
+            "a b"
+        ] do
         Assert.True(Result.isError (FaultSpec.parse bad), bad)

@@ -38,16 +38,22 @@ let ``Both samples get every record delivered and checkpointed, and SHARD_END on
     }
 
 [<Fact>]
-let ``A kill in the middle of a stream loses nothing and a restart redelivers only records after the last checkpoint`` () =
+let ``A kill in the middle of a stream loses nothing and a restart redelivers only records after the last checkpoint``
+    ()
+    =
     task {
         for name in samples do
-            let first = { sampleSettings name 2000 [] with SlowBatch = TimeSpan.FromMilliseconds 20.0 }
+            let first =
+                { sampleSettings name 2000 [] with
+                    SlowBatch = TimeSpan.FromMilliseconds 50.0
+                }
+
             use kill = new CancellationTokenSource()
             let mutable meters: ShardProgress[] = [||]
 
             let watcher =
                 task {
-                    while meters.Length = 0 || (meters |> Array.sumBy _.Delivered) < 700 do
+                    while meters.Length = 0 || (meters |> Array.sumBy _.Delivered) < 300 do
                         do! Task.Delay 10
 
                     kill.Cancel()
@@ -56,7 +62,8 @@ let ``A kill in the middle of a stream loses nothing and a restart redelivers on
             let! killed = runWith first (fun m -> meters <- m) kill.Token
             do! watcher.WaitAsync(TimeSpan.FromSeconds 5.0)
             Assert.True(killed.Delivered < 2000, describe killed)
-            Assert.All(killed.Shards, fun s -> Assert.Equal(ShardEnding.Failed "killed", s.Ending))
+            // On a busy machine a shard may finish before the kill; at least one must be cut mid-stream.
+            Assert.Contains(killed.Shards, fun s -> s.Ending = ShardEnding.Failed "killed")
 
             let leaseFile = LeaseFile.path first.StateDir first.Config.ApplicationName
 
@@ -71,26 +78,35 @@ let ``A kill in the middle of a stream loses nothing and a restart redelivers on
             // The same generator and seed give the same shards, so the first run's feeds stand for the stream.
             let feeds = Array.init 4 ShardFeed
 
-            for record in RecordSource.generate { GeneratorSettings.Default with Records = 2000 } do
+            for record in
+                RecordSource.generate
+                    { GeneratorSettings.Default with
+                        Records = 2000
+                    } do
                 feeds[Shards.shardOf 4 record.PartitionKey].Add(record, DateTimeOffset.UtcNow)
 
             for shard in restarted.Shards do
                 let feed = feeds |> Array.find (fun f -> f.ShardId = shard.ShardId)
                 let entry = stored[shard.ShardId]
 
-                let resumeAt =
-                    match entry.Checkpoint with
-                    | "TRIM_HORIZON" -> 0
-                    | digits -> feed.PositionAfter digits
+                match entry.Checkpoint with
+                | "SHARD_END" -> Assert.Equal(ShardEnding.AlreadyEnded, shard.Ending)
+                | checkpoint ->
+                    let resumeAt =
+                        if checkpoint = "TRIM_HORIZON" then
+                            0
+                        else
+                            feed.PositionAfter checkpoint
 
-                let highest = entry.HighestDelivered |> Option.map feed.PositionAfter |> Option.defaultValue 0
-                // Nothing lost: what the restart delivered starts right after the checkpoint and reaches the end.
-                Assert.Equal(feed.Count - resumeAt, shard.Delivered)
-                Assert.Equal(feed.Count - resumeAt, shard.Checkpointed)
-                // Only records the killed run delivered after its last checkpoint come again.
-                Assert.Equal(highest - resumeAt, shard.Redelivered)
-                Assert.True(shard.Redelivered <= 100, "at most the batch in flight comes again")
-                Assert.True(shard.Session.Value.ShardEndCheckpointed)
+                    let highest =
+                        entry.HighestDelivered |> Option.map feed.PositionAfter |> Option.defaultValue 0
+                    // Nothing lost: what the restart delivered starts right after the checkpoint and reaches the end.
+                    Assert.Equal(feed.Count - resumeAt, shard.Delivered)
+                    Assert.Equal(feed.Count - resumeAt, shard.Checkpointed)
+                    // Only records the killed run delivered after its last checkpoint come again.
+                    Assert.Equal(highest - resumeAt, shard.Redelivered)
+                    Assert.True(shard.Redelivered <= 100, "at most the batch in flight comes again")
+                    Assert.True(shard.Session.Value.ShardEndCheckpointed)
 
             Assert.True(restarted.Redelivered > 0 || killed.Checkpointed = killed.Delivered, describe restarted)
 
@@ -105,7 +121,11 @@ let ``The samples survive ThrottlingException retries`` () =
         for name in samples do
             let settings =
                 { sampleSettings name 800 [] with
-                    Faults = [ FaultRule.Times(CheckpointError.Throttling, 1, 2); FaultRule.Times(CheckpointError.Throttling, 5, 1) ]
+                    Faults =
+                        [
+                            FaultRule.Times(CheckpointError.Throttling, 1, 2)
+                            FaultRule.Times(CheckpointError.Throttling, 5, 1)
+                        ]
                 }
 
             let! summary = runToEnd settings
@@ -124,7 +144,9 @@ let ``The samples stop retrying on ShutdownException and the daemon sends leaseL
     task {
         for name in samples do
             let settings =
-                { sampleSettings name 800 [] with Faults = [ FaultRule.Always(CheckpointError.Shutdown, 2) ] }
+                { sampleSettings name 800 [] with
+                    Faults = [ FaultRule.Always(CheckpointError.Shutdown, 2) ]
+                }
 
             let! summary = runToEnd settings
             Assert.True(summary.Clean, describe summary)
@@ -143,13 +165,23 @@ let ``The samples stop retrying on ShutdownException and the daemon sends leaseL
 [<Fact>]
 let ``Duplicate batches are counted as redelivered and a lease lost mid-stream ends the shard cleanly`` () =
     task {
-        let! duplicated = runToEnd { sampleSettings "fsharp-consumer" 800 [] with DuplicateEvery = Some 1 }
+        let! duplicated =
+            runToEnd
+                { sampleSettings "fsharp-consumer" 800 [] with
+                    DuplicateEvery = Some 1
+                }
+
         Assert.True(duplicated.Clean, describe duplicated)
         Assert.Equal(1600, duplicated.Delivered)
         Assert.Equal(800, duplicated.Redelivered)
         Assert.Equal(800, duplicated.Checkpointed)
 
-        let! lost = runToEnd { sampleSettings "csharp-consumer" 800 [] with LeaseLostAfter = Some 1 }
+        let! lost =
+            runToEnd
+                { sampleSettings "csharp-consumer" 800 [] with
+                    LeaseLostAfter = Some 1
+                }
+
         Assert.True(lost.Clean, describe lost)
         Assert.All(lost.Shards, fun s -> Assert.Equal(ShardEnding.LeaseLost, s.Ending))
         Assert.Equal(400, lost.Delivered)
