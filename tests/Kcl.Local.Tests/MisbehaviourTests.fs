@@ -96,7 +96,8 @@ let ``A child that does not exit on stdin EOF is reported and killed within the 
 let ``A child that never answers times out after timeoutInSeconds`` () =
     task {
         let clock = Diagnostics.Stopwatch.StartNew()
-        let! summary = runMode "timeout" [ "timeoutInSeconds = 1" ]
+        // Long enough for python to start on a busy machine: initialize is bounded too.
+        let! summary = runMode "timeout" [ "timeoutInSeconds = 3" ]
         let finding = single summary
         Assert.Equal(Some "processRecords", finding.Action)
         Assert.Contains("timed out waiting for a message during processRecords", finding.Message)

@@ -2,6 +2,7 @@
 """A KCL processor that breaks the protocol on purpose, one way per mode (the first argument).
 
 good                 a correct processor: checkpoints each batch and at shard end
+keys                 a correct processor that writes each record's partition key to stderr
 garbage              answers processRecords with a non-JSON line, then the right status
 extra-key            answers processRecords with a status carrying an extra key, then the right status
 wrong-response       answers processRecords with responseFor "initialize"
@@ -55,6 +56,10 @@ for line in sys.stdin:
     elif action == "processRecords":
         if mode == "timeout":
             time.sleep(60)
+        if mode == "keys":
+            for record in json.loads(line)["records"]:
+                sys.stderr.write(record["partitionKey"] + "\n")
+            sys.stderr.flush()
         if mode == "garbage":
             write("this is not JSON")
         if mode == "extra-key":
