@@ -265,7 +265,11 @@ module ShardDriver =
                         with _ ->
                             ()
 
-                        fail (DriverFailure.ChildExited(exitCode ()))
+                        // A child the run killed itself is no finding about the child.
+                        if kill.IsCancellationRequested then
+                            playing <- false
+                        else
+                            fail (DriverFailure.ChildExited(exitCode ()))
                     }
 
                 let send message =

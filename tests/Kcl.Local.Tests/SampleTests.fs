@@ -64,6 +64,7 @@ let ``A kill in the middle of a stream loses nothing and a restart redelivers on
             Assert.True(killed.Delivered < 2000, describe killed)
             // On a busy machine a shard may finish before the kill; at least one must be cut mid-stream.
             Assert.Contains(killed.Shards, fun s -> s.Ending = ShardEnding.Failed "killed")
+            Assert.True(killed.Violations.IsEmpty, describe killed)
 
             let leaseFile = LeaseFile.path first.StateDir first.Config.ApplicationName
 
