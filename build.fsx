@@ -235,6 +235,13 @@ let test () =
     if failed then
         exit 1
 
+/// Runs a tool and, when it fails, ends the script with the tool's own exit code.
+let runPassingExitCode exe argv =
+    let code = run exe argv
+
+    if code <> 0 then
+        exit code
+
 /// Builds the kcl-bootstrap tool and returns its assembly's path.
 let bootstrapTool () =
     restore ()
@@ -248,18 +255,51 @@ let runBootstrap (args: string list) =
     let dll = bootstrapTool ()
     // Ctrl-C reaches the whole process group: the daemon shuts down gracefully, and we wait to report its exit code.
     Console.CancelKeyPress.Add(fun e -> e.Cancel <- true)
-    let code = run "dotnet" (dll :: args)
+    runPassingExitCode "dotnet" (dll :: args)
 
-    if code <> 0 then
-        exit code
+/// The kcl-local tool's assembly, built by the solution build.
+let localTool () =
+    build ()
+    (projectInfo "Kcl.Local.Tool/Kcl.Local.Tool.fsproj").TargetPath
+
+/// Runs kcl-local with the arguments after `--`, from the repository root (where the samples' executableName
+/// paths start), and exits with its exit code.
+let local () =
+    runPassingExitCode "dotnet" (localTool () :: runnerArgs)
 
 let fetchJars () =
     runBootstrap ("--print-classpath" :: runnerArgs)
 
 let runDaemon () = runBootstrap runnerArgs
 
-// The default job when no target is given (a local daemon runner will join it later).
-let mainJob = [ "build"; "samples" ]
+/// The main job's demonstration: each published sample under the local daemon over a generated stream of 4 shards,
+/// with its own applicationName (from its properties file) and fresh state, so a second run does what the first did.
+let demo () =
+    let tool = localTool ()
+
+    if not (Directory.Exists(Path.Combine(root, "artifacts", "samples"))) then
+        samples ()
+
+    for properties in [ "samples/csharp-consumer.properties"; "samples/fsharp-consumer.properties" ] do
+        exec
+            "dotnet"
+            [
+                tool
+                "--properties"
+                properties
+                "--generate"
+                "4000"
+                "--shards"
+                "4"
+                "--state-dir"
+                Path.Combine("artifacts", "local-state")
+                "--fresh"
+                "--quiet"
+                "--no-progress"
+            ]
+
+// The default job when no target is given.
+let mainJob = [ "build"; "samples"; "demo" ]
 
 let rec help () =
     printfn "usage: dotnet fsi build.fsx [target] [--locked] [-- test runner args]"
@@ -279,6 +319,8 @@ and targets () : (string * string * (unit -> unit)) list =
         "samples", "publish every samples/* project to artifacts/samples/<assembly-name>/", samples
         "fetch-jars", "fetch and verify the daemon's jars into the cache, print the classpath (-- kcl-bootstrap options)", fetchJars
         "run-daemon", "run kcl-bootstrap: print the daemon's command, or launch it with --execute (-- kcl-bootstrap options)", runDaemon
+        "local", "run kcl-local (the local daemon) with the arguments after --, e.g. local -- -p FILE --generate 1000", local
+        "demo", "run both published samples under kcl-local over a generated 4-shard stream, fresh state each", demo
         "help", "list the targets", help
     ]
 

@@ -1,0 +1,76 @@
+(*
+    Starting a processor as the daemon does (PROTOCOL.md §1): the command from `executableName`, no shell, the
+    daemon's working directory and environment, and the three standard streams as pipes.
+*)
+namespace Kcl.Local
+
+open System
+open System.Diagnostics
+open System.IO
+
+/// Starting child processes.
+[<RequireQualifiedAccess>]
+module ChildProcess =
+    let private isExecutableFile (path: string) =
+        File.Exists path
+        && (OperatingSystem.IsWindows()
+            || (File.GetUnixFileMode path
+                &&& (UnixFileMode.UserExecute
+                     ||| UnixFileMode.GroupExecute
+                     ||| UnixFileMode.OtherExecute))
+               <> UnixFileMode.None)
+
+    /// The file a program name names, as `ProcessBuilder` finds it: a name with a directory separator is a path
+    /// relative to the working directory; a bare name is looked up on PATH. `None` when nothing fits.
+    let resolve (workingDirectory: string) (program: string) : string option =
+        if program.Contains '/' || program.Contains Path.DirectorySeparatorChar then
+            let full = Path.GetFullPath(Path.Combine(workingDirectory, program))
+            if File.Exists full then Some full else None
+        else
+            let path =
+                Environment.GetEnvironmentVariable "PATH"
+                |> Option.ofObj
+                |> Option.defaultValue ""
+
+            let extensions =
+                if OperatingSystem.IsWindows() then
+                    [ ""; ".exe"; ".cmd"; ".bat" ]
+                else
+                    [ "" ]
+
+            path.Split(Path.PathSeparator, StringSplitOptions.RemoveEmptyEntries)
+            |> Seq.collect (fun dir -> extensions |> Seq.map (fun ext -> Path.Combine(dir, program + ext)))
+            |> Seq.tryFind isExecutableFile
+
+    /// Starts the command with redirected standard streams, or says why it cannot (the daemon's "Failed to start
+    /// client executable").
+    let start (workingDirectory: string) (command: string list) : Result<Process, string> =
+        match command with
+        | [] -> Error "Failed to start client executable: the command is empty"
+        | program :: arguments ->
+            match resolve workingDirectory program with
+            | None ->
+                Error(
+                    sprintf
+                        "Failed to start client executable: %s was not found (relative to %s, or on PATH)"
+                        program
+                        workingDirectory
+                )
+            | Some file ->
+                let info =
+                    ProcessStartInfo(
+                        file,
+                        WorkingDirectory = workingDirectory,
+                        UseShellExecute = false,
+                        RedirectStandardInput = true,
+                        RedirectStandardOutput = true,
+                        RedirectStandardError = true
+                    )
+
+                for argument in arguments do
+                    info.ArgumentList.Add argument
+
+                try
+                    Ok(Process.Start info)
+                with e ->
+                    Error(sprintf "Failed to start client executable %s: %s" file e.Message)

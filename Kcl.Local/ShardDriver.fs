@@ -1,0 +1,452 @@
+(*
+    One shard's child process, driven through the daemon-side session of Kcl.Core: the session decides what the
+    real daemon would send, answer and find wrong; this file only does the I/O (pipes, bounded reads, the exit
+    wait) and picks the next action from the shard's feed and the run's stop signals.
+*)
+namespace Kcl.Local
+
+open System
+open System.Diagnostics
+open System.IO
+open System.Text
+open System.Threading
+open System.Threading.Tasks
+open Kcl.Core
+
+/// How every shard of a run is driven.
+type DriverSettings =
+    {
+        /// The child's program and arguments.
+        Command: string list
+        /// The directory the child starts in, and against which a relative program path is resolved.
+        WorkingDirectory: string
+        /// The largest batch.
+        MaxRecords: int
+        /// The wait between reads of a shard with nothing ready.
+        IdleTimeBetweenReads: TimeSpan
+        /// Send empty batches while the source has nothing ready.
+        CallProcessRecordsEvenForEmptyRecordList: bool
+        /// The limit on each wait for a child's line (`timeoutInSeconds`, or the local daemon's own bound).
+        WaitLimit: TimeSpan
+        /// How long a child may take to exit after its stdin is closed.
+        ExitLimit: TimeSpan
+        /// How the daemon side encodes its lines.
+        Charset: Json.DaemonCharset
+        /// Injected checkpoint failures, counted per shard.
+        Faults: FaultRule list
+        /// A pause before each batch (a slow stream).
+        SlowBatch: TimeSpan
+        /// Every Nth batch is delivered twice in a row, if set.
+        DuplicateEvery: int option
+        /// The lease is lost after this many batches on each shard, if set.
+        LeaseLostAfter: int option
+    }
+
+/// Where a shard starts.
+type ShardStart =
+    {
+        /// The shard's records.
+        Feed: ShardFeed
+        /// The checkpoint `initialize` carries: the stored one or the initial position's sentinel.
+        Checkpoint: string * int64
+        /// The 0-based position of the first record to deliver.
+        Position: int
+        /// The position after the highest record a previous run delivered (redeliveries are those below it).
+        PreviouslyDelivered: int
+    }
+
+/// How a shard's run ended.
+[<RequireQualifiedAccess>]
+type ShardEnding =
+    /// `shardEnded` was answered.
+    | ShardEnded
+    /// `leaseLost` was answered (after a shutdown request, an injected lease loss or a ShutdownException).
+    | LeaseLost
+    /// The shard's lease was already at SHARD_END: no child was started.
+    | AlreadyEnded
+    /// The run stopped early: the daemon would have exited, the child could not start, or the run was killed.
+    | Failed of reason: string
+
+/// What one shard's run did.
+type ShardResult =
+    {
+        /// The shard id.
+        ShardId: string
+        /// The session as the daemon saw it, if a child started.
+        Session: DaemonSession.Session option
+        /// Records delivered in this run, duplicates included.
+        Delivered: int
+        /// Distinct records of this run at or below the final checkpoint.
+        Checkpointed: int
+        /// Records delivered again: below a previous run's highest delivered, or in a duplicated batch.
+        Redelivered: int
+        /// Payload bytes delivered.
+        Bytes: int64
+        /// How the run ended.
+        Ending: ShardEnding
+        /// The child's exit code, if it exited.
+        ExitCode: int option
+    }
+
+/// Live figures of one shard, for progress displays; updated by the driver.
+[<Sealed; AllowNullLiteral>]
+type ShardProgress(shardId: string, total: int) =
+    /// The shard id.
+    member _.ShardId = shardId
+    /// Records in the shard when the run started (more may arrive from stdin).
+    member _.Total = total
+    /// Records delivered so far.
+    member val Delivered = 0 with get, set
+    /// What the shard is doing, in a word or two.
+    member val State = "starting" with get, set
+
+/// What the driver tells the run as it goes.
+type DriverHooks =
+    {
+        /// A checkpoint succeeded; the lease's checkpoint is now this.
+        Checkpointed: string -> ExtendedSequenceNumber -> unit
+        /// A batch is about to be delivered up to this sequence number.
+        Delivering: string -> string -> unit
+        /// A line the child wrote to stderr.
+        ChildStderr: string -> string -> unit
+    }
+
+/// Drives one shard's child.
+[<RequireQualifiedAccess>]
+module ShardDriver =
+    /// Reads lines from the child's stdout with a bound on each wait; a read that outlives its bound is awaited
+    /// again rather than overlapped, as in the test kit.
+    type private LineReader(stream: Stream) =
+        // No BOM detection: the daemon's reader keeps a BOM, which makes the line unparseable.
+        let reader = new StreamReader(stream, UTF8Encoding(false), false)
+        let mutable pending: Task<string> = null
+
+        member _.ReadAsync(limit: TimeSpan, token: CancellationToken) =
+            task {
+                if isNull pending then
+                    pending <- reader.ReadLineAsync()
+
+                try
+                    let! line = pending.WaitAsync(limit, token)
+                    pending <- null
+                    return Some line
+                with
+                | :? TimeoutException
+                | :? OperationCanceledException -> return None
+            }
+
+        /// A line the child has already written, without waiting; end of input is left for `ReadAsync`.
+        member _.TryReadWritten() =
+            if isNull pending then
+                pending <- reader.ReadLineAsync()
+
+            if pending.IsCompletedSuccessfully && not (isNull pending.Result) then
+                let line = pending.Result
+                pending <- null
+                Some line
+            else
+                None
+
+    let private delay (span: TimeSpan) (token: CancellationToken) =
+        task {
+            if span > TimeSpan.Zero then
+                try
+                    do! Task.Delay(span, token)
+                with :? OperationCanceledException ->
+                    ()
+        }
+
+    /// Runs one shard to its end. `stop` asks for the graceful shutdown (`shutdownRequested`, then `leaseLost`);
+    /// `kill` ends the child at once, as a daemon that dies would.
+    let run
+        (settings: DriverSettings)
+        (hooks: DriverHooks)
+        (progress: ShardProgress)
+        (start: ShardStart)
+        (stop: CancellationToken)
+        (kill: CancellationToken)
+        : Task<ShardResult> =
+        task {
+            let shardId = start.Feed.ShardId
+
+            let result session ending exitCode delivered redelivered bytes cursor =
+                let checkpointed =
+                    match session |> Option.bind (fun (s: DaemonSession.Session) -> s.Checkpoint) with
+                    | Some position when position.IsShardEnd -> cursor - start.Position
+                    | Some position when position.SequenceNumber.Sentinel.IsNone ->
+                        max
+                            0
+                            (min cursor (start.Feed.PositionAfter position.SequenceNumber.Value)
+                             - start.Position)
+                    | _ -> 0
+
+                {
+                    ShardId = shardId
+                    Session = session
+                    Delivered = delivered
+                    Checkpointed = checkpointed
+                    Redelivered = redelivered
+                    Bytes = bytes
+                    Ending = ending
+                    ExitCode = exitCode
+                }
+
+            match ChildProcess.start settings.WorkingDirectory settings.Command with
+            | Error reason ->
+                progress.State <- "failed"
+                return result None (ShardEnding.Failed reason) None 0 0 0L start.Position
+            | Ok child ->
+                use child = child
+
+                use killed =
+                    kill.Register(fun () ->
+                        try
+                            child.Kill true
+                        with _ ->
+                            ())
+
+                let stderr =
+                    task {
+                        try
+                            let mutable line = ""
+
+                            while not (isNull line) do
+                                let! next = child.StandardError.ReadLineAsync()
+                                line <- next
+
+                                if not (isNull line) then
+                                    hooks.ChildStderr shardId line
+                        with _ ->
+                            ()
+                    }
+
+                let stdin = child.StandardInput.BaseStream
+                let reader = LineReader(child.StandardOutput.BaseStream)
+
+                let options =
+                    { SessionOptions.Create(ShardId shardId) with
+                        Charset = settings.Charset
+                        Faults = settings.Faults
+                    }
+
+                let mutable session = DaemonSession.create options
+                let mutable cursor = start.Position
+                let mutable delivered = 0
+                let mutable redelivered = 0
+                let mutable bytes = 0L
+                let mutable batches = 0
+                let mutable duplicate: Record[] option = None
+                let mutable idleDue = false
+                let mutable shutdownSent = false
+                let mutable playing = true
+
+                let exitCode () =
+                    if child.HasExited then Some child.ExitCode else None
+
+                let fail failure =
+                    session <- DaemonSession.recordDriverFailure failure session
+                    playing <- false
+
+                let write (bytes: byte[]) =
+                    task {
+                        try
+                            do! stdin.WriteAsync(ReadOnlyMemory bytes)
+                            do! stdin.FlushAsync()
+                            return true
+                        with _ ->
+                            return false
+                    }
+
+                let childGone () =
+                    task {
+                        // The pipe broke or closed: give the process a moment to be reaped, for its exit code.
+                        try
+                            do! child.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds 2.0)
+                        with _ ->
+                            ()
+
+                        // A child the run killed itself is no finding about the child.
+                        if kill.IsCancellationRequested then
+                            playing <- false
+                        else
+                            fail (DriverFailure.ChildExited(exitCode ()))
+                    }
+
+                let send message =
+                    task {
+                        match DaemonSession.trySend message session with
+                        | Ok(next, line) ->
+                            session <- next
+
+                            let! written = write line
+
+                            if not written then
+                                do! childGone ()
+                        | Error reason ->
+                            invalidOp (sprintf "%s: the local daemon cannot send %s: %s" shardId message.Action reason)
+                    }
+
+                let deliver (records: Record[]) (remaining: int) (again: bool) =
+                    task {
+                        do! delay settings.SlowBatch stop
+
+                        if records.Length > 0 then
+                            hooks.Delivering shardId (Array.last records).SequenceNumber.Value
+
+                        let behind =
+                            if remaining = 0 || records.Length = 0 then
+                                0L
+                            else
+                                match (Array.last records).ApproximateArrivalTimestamp with
+                                | Some arrival -> max 0L (int64 (DateTimeOffset.UtcNow - arrival).TotalMilliseconds)
+                                | None -> 0L
+
+                        delivered <- delivered + records.Length
+                        bytes <- bytes + (records |> Array.sumBy (fun r -> int64 r.Data.Length))
+
+                        if again then
+                            redelivered <- redelivered + records.Length
+                        else
+                            redelivered <-
+                                redelivered
+                                + max 0 (min (cursor + records.Length) start.PreviouslyDelivered - cursor)
+
+                            cursor <- cursor + records.Length
+                            batches <- batches + 1
+
+                        progress.Delivered <- delivered
+                        do! send (DaemonMessage.ProcessRecords(records, Some behind))
+                    }
+
+                let nextAction () =
+                    task {
+                        if kill.IsCancellationRequested then
+                            playing <- false
+                        elif stop.IsCancellationRequested && not shutdownSent then
+                            shutdownSent <- true
+                            progress.State <- "shutting down"
+                            do! send DaemonMessage.ShutdownRequested
+                        elif shutdownSent then
+                            do! send DaemonMessage.LeaseLost
+                        elif settings.LeaseLostAfter |> Option.exists (fun n -> batches >= n) then
+                            progress.State <- "lease lost"
+                            do! send DaemonMessage.LeaseLost
+                        else
+                            match duplicate with
+                            | Some records ->
+                                duplicate <- None
+                                do! deliver records 0 true
+                            | None ->
+                                if idleDue then
+                                    idleDue <- false
+                                    do! delay settings.IdleTimeBetweenReads stop
+
+                                match start.Feed.Read(cursor, settings.MaxRecords) with
+                                | FeedRead.Records(records, remaining) ->
+                                    progress.State <- "reading"
+                                    do! deliver records remaining false
+
+                                    if settings.DuplicateEvery |> Option.exists (fun n -> batches % n = 0) then
+                                        duplicate <- Some records
+                                | FeedRead.Waiting ->
+                                    progress.State <- "waiting"
+                                    idleDue <- true
+
+                                    if settings.CallProcessRecordsEvenForEmptyRecordList then
+                                        do! send (DaemonMessage.ProcessRecords([||], Some 0L))
+                                | FeedRead.Ended ->
+                                    progress.State <- "shard end"
+                                    do! send DaemonMessage.ShardEnded
+                    }
+
+                let sequence, sub = start.Checkpoint
+
+                do! send (DaemonMessage.Initialize(ShardId shardId, Some(SequenceNumber.parse sequence), Some sub))
+
+                while playing do
+                    match DaemonSession.nextStep session with
+                    | Next.ReadLine ->
+                        match! reader.ReadAsync(settings.WaitLimit, kill) with
+                        | None when kill.IsCancellationRequested -> playing <- false
+                        | None -> fail DriverFailure.TimedOut
+                        | Some null -> do! childGone ()
+                        | Some line ->
+                            let before = session.Checkpoints.Length
+                            let next, outcome = DaemonSession.receive line session
+                            session <- next
+
+                            if session.Checkpoints.Length > before then
+                                hooks.Checkpointed shardId (List.last session.Checkpoints).Position
+
+                            if outcome.ReplyBytes.Length > 0 then
+                                let! written = write outcome.ReplyBytes
+
+                                if not written then
+                                    do! childGone ()
+                    | Next.SendAction ->
+                        // The real daemon reads nothing between actions; a line already written now (a second
+                        // status, a late checkpoint) is fed to the session with no action open, which names it.
+                        match reader.TryReadWritten() with
+                        | Some line -> session <- fst (DaemonSession.receive line session)
+                        | None -> do! nextAction ()
+                    | Next.SendLeaseLost ->
+                        progress.State <- "lease lost"
+                        do! send DaemonMessage.LeaseLost
+                    | _ -> playing <- false
+
+                try
+                    stdin.Close()
+                with _ ->
+                    ()
+
+                let! exited =
+                    task {
+                        try
+                            do! child.WaitForExitAsync(kill).WaitAsync(settings.ExitLimit)
+                            return true
+                        with _ ->
+                            return child.HasExited
+                    }
+
+                if not exited && not kill.IsCancellationRequested && not session.DaemonExited then
+                    session <- DaemonSession.recordDriverFailure DriverFailure.NoExitAfterEndOfInput session
+
+                if not exited then
+                    try
+                        child.Kill true
+                    with _ ->
+                        ()
+
+                // What the child wrote after the last action is drained as the daemon drains it.
+                let mutable draining = exited
+
+                while draining do
+                    match! reader.ReadAsync(TimeSpan.FromSeconds 2.0, CancellationToken.None) with
+                    | Some null
+                    | None -> draining <- false
+                    | Some line -> session <- fst (DaemonSession.receive line session)
+
+                try
+                    do! stderr.WaitAsync(TimeSpan.FromSeconds 2.0)
+                with _ ->
+                    ()
+
+                let ending =
+                    if kill.IsCancellationRequested then
+                        ShardEnding.Failed "killed"
+                    elif session.DaemonExited then
+                        ShardEnding.Failed "the real daemon would have exited"
+                    else
+                        match session.Sent |> List.tryLast with
+                        | Some DaemonMessage.ShardEnded -> ShardEnding.ShardEnded
+                        | Some DaemonMessage.LeaseLost -> ShardEnding.LeaseLost
+                        | _ -> ShardEnding.Failed "the session stopped early"
+
+                progress.State <-
+                    match ending with
+                    | ShardEnding.ShardEnded -> "ended"
+                    | ShardEnding.LeaseLost -> "lease lost"
+                    | _ -> "failed"
+
+                return result (Some session) ending (exitCode ()) delivered redelivered bytes cursor
+        }

@@ -1,0 +1,46 @@
+(*
+    How Kinesis maps records to shards and numbers them: a partition key's MD5, read as an unsigned 128-bit
+    integer, falls into one shard's hash-key range, and a stream created with N shards splits 0 .. 2^128-1 into N
+    equal ranges (the last one takes the remainder).
+*)
+[<RequireQualifiedAccess>]
+module Kcl.Local.Shards
+
+open System
+open System.Numerics
+open System.Security.Cryptography
+open System.Text
+
+/// 2^128: one more than the largest hash key.
+let hashKeySpace = BigInteger.Pow(BigInteger 2, 128)
+
+/// The shard id Kinesis gives the shard with this 0-based index, e.g. "shardId-000000000003".
+let shardId (index: int) = sprintf "shardId-%012d" index
+
+/// The hash key of a partition key: the MD5 of its UTF-8 bytes as an unsigned big-endian 128-bit integer.
+let hashKey (partitionKey: string) : BigInteger =
+    let digest = MD5.HashData(Encoding.UTF8.GetBytes partitionKey)
+    BigInteger(ReadOnlySpan digest, isUnsigned = true, isBigEndian = true)
+
+/// The first hash key of each of `shards` equal ranges, as CreateStream assigns them.
+let startingHashKeys (shards: int) : BigInteger list =
+    let width = BigInteger.Divide(hashKeySpace, BigInteger shards)
+    [ for i in 0 .. shards - 1 -> width * BigInteger i ]
+
+/// The 0-based index of the shard whose range holds this hash key, among `shards` equal ranges.
+let shardOfHashKey (shards: int) (key: BigInteger) : int =
+    let width = BigInteger.Divide(hashKeySpace, BigInteger shards)
+    int (BigInteger.Min(BigInteger.Divide(key, width), BigInteger(shards - 1)))
+
+/// The 0-based index of the shard a record with this partition key goes to.
+let shardOf (shards: int) (partitionKey: string) =
+    shardOfHashKey shards (hashKey partitionKey)
+
+/// The sequence number of the `ordinal`-th (1-based) record of a shard: 56 digits, like real ones, so that every
+/// number of a run has the same length and numeric order is also text order.
+let sequenceNumber (shardIndex: int) (ordinal: int64) =
+    sprintf "49%06d%048d" shardIndex ordinal
+
+/// Compares two digit strings numerically.
+let compareDigits (a: string) (b: string) =
+    BigInteger.Parse(a).CompareTo(BigInteger.Parse b)
