@@ -30,81 +30,10 @@ type Finding =
 /// Reading and validating the daemon's properties file.
 [<RequireQualifiedAccess>]
 module Properties =
-    /// Parses java.util.Properties text: '#'/'!' comments, '=', ':' or whitespace separators, '\' continuations and
-    /// escapes. Later keys win, as in Java.
-    let parse (text: string) : Map<string, string> =
-        let unescape (s: string) =
-            let b = StringBuilder()
-            let mutable i = 0
-
-            while i < s.Length do
-                if s[i] = '\\' && i + 1 < s.Length then
-                    match s[i + 1] with
-                    | 't' -> b.Append '\t' |> ignore
-                    | 'n' -> b.Append '\n' |> ignore
-                    | 'r' -> b.Append '\r' |> ignore
-                    | 'f' -> b.Append '\f' |> ignore
-                    | 'u' when i + 5 < s.Length ->
-                        b.Append(char (Convert.ToInt32(s.Substring(i + 2, 4), 16))) |> ignore
-                        i <- i + 4
-                    | c -> b.Append c |> ignore
-
-                    i <- i + 2
-                else
-                    b.Append s[i] |> ignore
-                    i <- i + 1
-
-            b.ToString()
-
-        // Join continuation lines: a line ending in an odd number of backslashes continues on the next.
-        let logical =
-            let lines = text.Replace("\r\n", "\n").Replace('\r', '\n').Split '\n'
-            let result = ResizeArray<string>()
-            let current = StringBuilder()
-
-            for raw in lines do
-                let line = if current.Length > 0 then raw.TrimStart() else raw
-                let trailing = line.Length - line.TrimEnd('\\').Length
-
-                if trailing % 2 = 1 then
-                    current.Append(line, 0, line.Length - 1) |> ignore
-                else
-                    current.Append line |> ignore
-                    result.Add(current.ToString())
-                    current.Clear() |> ignore
-
-            if current.Length > 0 then
-                result.Add(current.ToString())
-
-            result
-
-        logical
-        |> Seq.map _.TrimStart()
-        |> Seq.filter (fun l -> l <> "" && not (l.StartsWith "#" || l.StartsWith "!"))
-        |> Seq.map (fun line ->
-            let mutable i = 0
-
-            while i < line.Length
-                  && not (line[i] = '=' || line[i] = ':' || Char.IsWhiteSpace line[i]) do
-                if line[i] = '\\' then
-                    i <- i + 1
-
-                i <- i + 1
-
-            let key = line.Substring(0, min i line.Length)
-            let mutable j = i
-
-            while j < line.Length && Char.IsWhiteSpace line[j] do
-                j <- j + 1
-
-            if j < line.Length && (line[j] = '=' || line[j] = ':') then
-                j <- j + 1
-
-            while j < line.Length && Char.IsWhiteSpace line[j] do
-                j <- j + 1
-
-            unescape key, unescape (if j < line.Length then line.Substring j else ""))
-        |> Seq.fold (fun (m: Map<string, string>) (k, v) -> m.Add(k, v)) Map.empty
+    /// Parses java.util.Properties text with the daemon's own syntax (Kcl.Core's reader, which kcl-local uses too).
+    /// A malformed \uXXXX escape is the only error.
+    let parse (text: string) : Result<Map<string, string>, string> =
+        Kcl.Core.JavaProperties.parse text |> Result.map Map.ofList
 
     /// The keys the daemon applies (MultiLangDaemonConfig and MultiLangDaemonConfiguration, PROTOCOL.md §5.2).
     let knownKeys =
@@ -374,11 +303,19 @@ module Properties =
 
     /// Reads and validates a properties file against the real environment.
     let check (propertiesFile: string) : Finding list =
-        let text = File.ReadAllText(propertiesFile, Encoding.Latin1)
-
-        validate
-            Platform.current
-            Environment.CurrentDirectory
-            (Environment.GetEnvironmentVariable >> Option.ofObj)
-            File.Exists
-            (parse text)
+        // Properties.load(InputStream) reads ISO-8859-1, so any byte is one character.
+        match parse (File.ReadAllText(propertiesFile, Encoding.Latin1)) with
+        | Error problem ->
+            [
+                {
+                    Severity = Severity.Error
+                    Message = sprintf "%s cannot be read as a properties file: %s" propertiesFile problem
+                }
+            ]
+        | Ok properties ->
+            validate
+                Platform.current
+                Environment.CurrentDirectory
+                (Environment.GetEnvironmentVariable >> Option.ofObj)
+                File.Exists
+                properties

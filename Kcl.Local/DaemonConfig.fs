@@ -6,6 +6,7 @@ namespace Kcl.Local
 
 open System
 open System.Globalization
+open Kcl.Core
 
 /// Where a shard with no stored checkpoint starts (`initialPositionInStream`).
 [<RequireQualifiedAccess>]

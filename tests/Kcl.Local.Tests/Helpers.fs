@@ -5,6 +5,7 @@ open System
 open System.IO
 open System.Threading
 open System.Threading.Tasks
+open Kcl.Core
 open Kcl.Local
 
 /// The repository root: the nearest folder above the test's output holding Kcl.slnx.

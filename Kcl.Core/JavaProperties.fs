@@ -1,11 +1,11 @@
 (*
     A reader for the daemon's properties file with java.util.Properties.load's syntax, so that a file the real
-    daemon accepts means the same here: `=`, `:` or white space between key and value, `#` and `!` comment lines,
+    daemon accepts means the same to kcl-local and kcl-bootstrap: `=`, `:` or white space between key and value, `#` and `!` comment lines,
     a trailing odd backslash continuing a line, and the escapes \t \n \r \f \uXXXX (any other escaped character
     stands for itself).
 *)
 [<RequireQualifiedAccess>]
-module Kcl.Local.JavaProperties
+module Kcl.Core.JavaProperties
 
 open System
 open System.Text
