@@ -10,9 +10,5 @@ public static class KclLogging
     /// A logger factory that writes one line per entry (time, level, shard id, message) to stderr, or to the file named
     /// by <c>KCL_LOG_FILE</c>, at the level named by <c>KCL_LOG_LEVEL</c> (default information).
     /// </summary>
-    public static ILoggerFactory CreateFactory()
-    {
-        var provider = KclLoggerProvider.FromEnvironment(Console.Error);
-        return LoggerFactory.Create(builder => builder.SetMinimumLevel(provider.MinimumLevel).AddProvider(provider));
-    }
+    public static ILoggerFactory CreateFactory() => KclLoggerProvider.FromEnvironment(Console.Error).CreateFactory();
 }

@@ -163,7 +163,7 @@ let private abandonAll (state: State) reason =
 
 let private finish code level message state =
     let effects =
-        abandonAll state (sprintf "the run ended before the checkpoint was made (%s)" message)
+        abandonAll state $"the run ended before the checkpoint was made ({message})"
 
     { state with
         Phase = Done code
@@ -200,7 +200,7 @@ let rec private close (action: OpenAction) state =
         let claimsLeaseLost = failure.Checkpoint |> Option.exists _.IsLeaseLost
 
         let warn text =
-            Effect.Log(LogLevel.Warning, sprintf "%s in %s: %s" text name failure.Description)
+            Effect.Log(LogLevel.Warning, $"{text} in {name}: {failure.Description}")
 
         match action.Callback with
         | Callback.ShardEnded when claimsLeaseLost ->
@@ -214,20 +214,20 @@ let rec private close (action: OpenAction) state =
         | Callback.ShardEnded when failure.Checkpoint.IsSome ->
             failFast
                 ExitCode.ShardEndNotCheckpointed
-                (sprintf "the SHARD_END checkpoint failed, so shardEnded is not answered and the daemon will retry the shard: %s" failure.Description)
+                ($"the SHARD_END checkpoint failed, so shardEnded is not answered and the daemon will retry the shard: {failure.Description}")
                 state
         | _ ->
             match state.Options.OnProcessorException with
             | ExceptionPolicy.FailFast ->
                 failFast
                     ExitCode.ProcessorFailed
-                    (sprintf "the processor failed in %s; exiting without a status so the work comes again after a restart: %s" name failure.Description)
+                    ($"the processor failed in {name}; exiting without a status so the work comes again after a restart: {failure.Description}")
                     state
             | ExceptionPolicy.SkipFailedBatch ->
                 let logged =
                     Effect.Log(
                         LogLevel.Error,
-                        sprintf "the processor failed in %s; SkipFailedBatch is set, so it is answered and its work is skipped: %s" name failure.Description
+                        $"the processor failed in {name}; SkipFailedBatch is set, so it is answered and its work is skipped: {failure.Description}"
                     )
 
                 let state, effects = close { action with CallbackState = Returned } state
@@ -253,7 +253,7 @@ let rec private close (action: OpenAction) state =
                 Effect.Log(LogLevel.Warning, "the processor returned from shardEnded without checkpointing at SHARD_END; the library checkpoints it now")
                 :: effects
         | _ when action.LeaseLost ->
-            answer action state [ Effect.Log(LogLevel.Information, sprintf "the lease was lost during %s; answering" name) ]
+            answer action state [ Effect.Log(LogLevel.Information, $"the lease was lost during {name}; answering") ]
         | _ -> answer action state []
 
 /// Sends the next queued checkpoint when none is in flight; closes the action when nothing is left to do.
@@ -317,7 +317,10 @@ let private received message state =
         let state, effects =
             openAction (Callback.Initialize(shardId, sequenceNumber, subSequenceNumber)) message.Action { state with Shard = Some shardId }
 
-        state, Effect.Log(LogLevel.Information, sprintf "initialize: shard %s, resuming from %s" shardId.Value (sequenceNumber |> Option.map _.Value |> Option.defaultValue "no checkpoint")) :: effects
+        let from =
+            sequenceNumber |> Option.map _.Value |> Option.defaultValue "no checkpoint"
+
+        state, Effect.Log(LogLevel.Information, $"initialize: shard {shardId.Value}, resuming from {from}") :: effects
     | DaemonMessage.ProcessRecords(records, millisBehindLatest) ->
         let state =
             if records.Length = 0 then
@@ -362,7 +365,7 @@ let private replied (action: OpenAction) error state =
             [
                 Effect.Log(
                     LogLevel.Information,
-                    sprintf "checkpoint attempt %d of %d failed with %s; retrying" inFlight.Attempts state.Options.Retry.MaxAttempts error.Name
+                    $"checkpoint attempt {inFlight.Attempts} of {state.Options.Retry.MaxAttempts} failed with {error.Name}; retrying"
                 )
                 Effect.WaitBeforeRetry(state.Options.Retry.BackoffAfter inFlight.Attempts)
             ]
@@ -372,7 +375,7 @@ let private replied (action: OpenAction) error state =
                     Error = error
                     Attempts = inFlight.Attempts
                     Detail =
-                        sprintf "the daemon answered the checkpoint with %s after %d attempt(s)" error.Name inFlight.Attempts
+                        $"the daemon answered the checkpoint with {error.Name} after {inFlight.Attempts} attempt(s)"
                 }
 
             let action =
@@ -384,7 +387,7 @@ let private replied (action: OpenAction) error state =
             let state, effects = advance action state
 
             let logged =
-                Effect.Log(LogLevel.Information, sprintf "checkpoint failed: %s" outcome.Detail)
+                Effect.Log(LogLevel.Information, $"checkpoint failed: {outcome.Detail}")
 
             state, logged :: complete checkpoint (Error outcome) @ effects
     | _ -> { state with Phase = Open action }, [ Effect.Log(LogLevel.Warning, "ignoring a checkpoint reply that answers no pending request") ]
@@ -404,7 +407,7 @@ let private requested request actionId target state =
         else
             refuse
                 CheckpointError.InvalidState
-                (sprintf "checkpointing is not allowed during %s; nothing was sent to the daemon" (describeCallback action.Callback))
+                ($"checkpointing is not allowed during {describeCallback action.Callback}; nothing was sent to the daemon")
     | phase ->
         // Out of band: fix the position now, so the request covers no record delivered later.
         let resolved =
@@ -433,17 +436,17 @@ let transition input state =
     | Idle, Input.Undecodable(ProtocolError.UnknownAction action, _) ->
         state,
         [
-            Effect.Log(LogLevel.Warning, sprintf "unknown action \"%s\", perhaps from a newer daemon; answering it with a status" action)
+            Effect.Log(LogLevel.Warning, $"unknown action \"{action}\", perhaps from a newer daemon; answering it with a status")
             Effect.Send(ChildMessage.Status action)
         ]
     | _, Input.Undecodable(error, excerpt) ->
-        failFast ExitCode.UndecodableInput (sprintf "cannot act on a line from the daemon: %s. The line: %s" (error.Describe()) excerpt) state
+        failFast ExitCode.UndecodableInput ($"cannot act on a line from the daemon: {error.Describe()}. The line: {excerpt}") state
     | Idle, Input.Received message -> received message state
     | Open action, Input.Received(DaemonMessage.CheckpointReply(_, _, error)) -> replied action error state
     | Open action, Input.Received message ->
         failFast
             ExitCode.UndecodableInput
-            (sprintf "the daemon sent \"%s\" while \"%s\" still awaits its status" message.Action action.ResponseFor)
+            ($"the daemon sent \"{message.Action}\" while \"{action.ResponseFor}\" still awaits its status")
             state
     | Open action, Input.CallbackReturned id when id = action.Id && action.CallbackState = Running ->
         advance { action with CallbackState = Returned } state

@@ -69,6 +69,12 @@ type KclLoggerProvider(writer: TextWriter, minimumLevel: LogLevel) =
     /// The least severe level written.
     member _.MinimumLevel = minimumLevel
 
+    /// A logger factory over this provider alone. Unlike `LoggerFactory.Create`, it builds no dependency-injection
+    /// container, which costs a child about 50 ms of start-up; the daemon waits for the `initialize` answer.
+    member this.CreateFactory() : ILoggerFactory = new KclLoggerFactory(this)
+
+    member internal _.Scopes = scopes
+
     member internal _.Write(level: LogLevel, category: string, message: string, error: exn) =
         let mutable shard = "-"
 
@@ -86,7 +92,8 @@ type KclLoggerProvider(writer: TextWriter, minimumLevel: LogLevel) =
             if isNull error then message else message + " " + error.ToString()
 
         let line =
-            sprintf "%s %s [%s] %s: %s" (DateTimeOffset.UtcNow.ToString "yyyy-MM-ddTHH:mm:ss.fffZ") (levelName level) shard category (oneLine text)
+            let time = DateTimeOffset.UtcNow.ToString "yyyy-MM-ddTHH:mm:ss.fffZ"
+            $"{time} {levelName level} [{shard}] {category}: {oneLine text}"
 
         lock gate (fun () ->
             writer.WriteLine line
@@ -112,4 +119,16 @@ and [<Sealed>] internal KclLogger(provider: KclLoggerProvider, category: string,
             if (this :> ILogger).IsEnabled level then
                 provider.Write(level, category, formatter.Invoke(state, error), error)
 
-        member _.BeginScope state = null
+        // Under LoggerFactory the factory keeps the scopes (ISupportExternalScope); alone, the provider does.
+        member _.BeginScope state = provider.Scopes.Push state
+
+and [<Sealed>] internal KclLoggerFactory(provider: KclLoggerProvider) =
+    interface ILoggerFactory with
+        member _.CreateLogger category =
+            (provider :> ILoggerProvider).CreateLogger category
+
+        member _.AddProvider _ =
+            invalidOp "this factory writes through the library's own provider only; use LoggerFactory.Create to combine providers"
+
+    interface IDisposable with
+        member _.Dispose() = (provider :> IDisposable).Dispose()

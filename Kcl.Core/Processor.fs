@@ -152,9 +152,7 @@ module Processor =
         Interpreter.runAsync settings handler cancellationToken
 
     let private defaultLoggerFactory () =
-        let provider = KclLoggerProvider.FromEnvironment Console.Error
-
-        LoggerFactory.Create(fun builder -> builder.SetMinimumLevel(provider.MinimumLevel).AddProvider(provider) |> ignore)
+        (KclLoggerProvider.FromEnvironment Console.Error).CreateFactory()
 
     /// Runs a handler built from the run's logger factory; every way of running a processor ends here.
     let internal runHandlerWith (options: RunOptions) (makeHandler: ILoggerFactory -> IActionHandler) cancellationToken =

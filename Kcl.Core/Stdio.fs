@@ -57,12 +57,12 @@ type StandardStreams internal (input: Stream, output: Stream) =
 [<RequireQualifiedAccess>]
 module Stdio =
     let private fail what =
-        raise (IOException(sprintf "%s failed (error %d)" what (Marshal.GetLastPInvokeError())))
+        raise (IOException($"{what} failed (error {Marshal.GetLastPInvokeError()})"))
 
     /// What an open file descriptor refers to, e.g. "pipe:[1234]", where /proc tells (Linux).
     let private describeFd (fd: int) =
         try
-            FileInfo(sprintf "/proc/self/fd/%d" fd).LinkTarget |> Option.ofObj
+            FileInfo($"/proc/self/fd/{fd}").LinkTarget |> Option.ofObj
         with _ ->
             None
 
@@ -81,7 +81,7 @@ module Stdio =
 
         for fd in openFds do
             if fd > 2 && fd <> keep && describeFd fd = Some original then
-                if Native.dup3 (2, fd, closeOnExec) < 0 then fail (sprintf "dup3(2, %d)" fd)
+                if Native.dup3 (2, fd, closeOnExec) < 0 then fail $"dup3(2, {fd})"
 
     let private claimUnixStdout () =
         let original = describeFd 1

@@ -21,8 +21,7 @@ let empty =
         Bytes = 0L
     }
 
-let private log level format =
-    Printf.kprintf (fun message -> Command.Log(level, message)) format
+let private log level (message: string) = Command.Log(level, message)
 
 let update (counts: Counts) (event: Event) : Counts * Command list =
     match event with
@@ -30,7 +29,7 @@ let update (counts: Counts) (event: Event) : Counts * Command list =
         let from =
             sequenceNumber |> Option.map _.Value |> Option.defaultValue "the start of the lease"
 
-        { counts with Shard = shardId.Value }, [ log LogLevel.Information "serving %s from %s" shardId.Value from ]
+        { counts with Shard = shardId.Value }, [ log LogLevel.Information $"serving {shardId.Value} from {from}" ]
     | Event.RecordsReceived(records, millisBehindLatest) ->
         let counts =
             { counts with
@@ -39,34 +38,32 @@ let update (counts: Counts) (event: Event) : Counts * Command list =
                 Bytes = counts.Bytes + (records |> Array.sumBy (fun record -> int64 record.Data.Length))
             }
 
+        let behind =
+            millisBehindLatest |> Option.map string |> Option.defaultValue "?"
+
         counts,
         [
             log
                 LogLevel.Information
-                "batch %d: %d records (%d in all, %d bytes), %s ms behind"
-                counts.Batches
-                records.Length
-                counts.Records
-                counts.Bytes
-                (millisBehindLatest |> Option.map string |> Option.defaultValue "?")
+                $"batch {counts.Batches}: {records.Length} records ({counts.Records} in all, {counts.Bytes} bytes), {behind} ms behind"
             Command.Checkpoint CheckpointTarget.LastDelivered
         ]
     | Event.ShardEnded ->
         counts,
         [
-            log LogLevel.Information "%s ended after %d records; checkpointing at SHARD_END" counts.Shard counts.Records
+            log LogLevel.Information $"{counts.Shard} ended after {counts.Records} records; checkpointing at SHARD_END"
             Command.Checkpoint CheckpointTarget.LastDelivered
         ]
     | Event.ShutdownRequested ->
         counts,
         [
-            log LogLevel.Information "shutdown requested after %d records; checkpointing" counts.Records
+            log LogLevel.Information $"shutdown requested after {counts.Records} records; checkpointing"
             Command.Checkpoint CheckpointTarget.LastDelivered
         ]
-    | Event.LeaseLost -> counts, [ log LogLevel.Information "lease on %s lost after %d records" counts.Shard counts.Records ]
-    | Event.CheckpointSucceeded _ -> counts, [ log LogLevel.Debug "checkpointed after %d records" counts.Records ]
+    | Event.LeaseLost -> counts, [ log LogLevel.Information $"lease on {counts.Shard} lost after {counts.Records} records" ]
+    | Event.CheckpointSucceeded _ -> counts, [ log LogLevel.Debug $"checkpointed after {counts.Records} records" ]
     | Event.CheckpointFailed(_, failure) ->
-        counts, [ log LogLevel.Warning "checkpoint failed: %s" failure.Detail; Command.Escalate failure ]
+        counts, [ log LogLevel.Warning $"checkpoint failed: {failure.Detail}"; Command.Escalate failure ]
 
 [<EntryPoint>]
 let main _ = Processor.create empty update |> Processor.run
