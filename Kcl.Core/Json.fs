@@ -18,14 +18,52 @@ type DaemonCharset =
 
 // ---- decoding -----------------------------------------------------------------------------------------------------
 
+let private actionName = "action"B
+let private daemonActions = set ActionNames.all |> Set.add "checkpoint"
+
+/// The daemon writes `action` first (Jackson's type id), so the line can be decoded in one pass: read the action,
+/// decode the body from the same reader, then make sure the rest of the line is well-formed. None when the line
+/// does not start that way, or names an action this decoder does not know; the two-pass decode then decides.
+let private decodeActionFirst (reader: byref<Utf8JsonReader>) =
+    let mutable peek = reader
+
+    if peek.Read() && peek.TokenType = JsonTokenType.PropertyName && peek.ValueTextEquals(ReadOnlySpan actionName) then
+        peek.Read() |> ignore
+
+        if peek.TokenType = JsonTokenType.String then
+            let action = peek.GetString()
+
+            if daemonActions.Contains action then
+                let message = decodeDaemonBody action &peek
+
+                // Bodies with no fields stop early; the rest of the object must still be valid JSON.
+                while not (peek.TokenType = JsonTokenType.EndObject && peek.CurrentDepth = 0) do
+                    peek.Read() |> ignore
+
+                    if peek.TokenType = JsonTokenType.StartObject || peek.TokenType = JsonTokenType.StartArray then
+                        peek.Skip()
+
+                // Trailing content is an error here: the daemon never writes it, so it means a corrupted line.
+                peek.Read() |> ignore
+                ValueSome message
+            else
+                ValueNone
+        else
+            ValueNone
+    else
+        ValueNone
+
 let decodeDaemonMessage (line: ReadOnlySpan<byte>) : Result<DaemonMessage, ProtocolError> =
     try
         let mutable reader = Utf8JsonReader(line)
         startObject &reader
-        let mutable body = reader
-        // Trailing content is an error here: the daemon never writes it, so it means a corrupted line.
-        let action = findAction (&reader, true)
-        Ok(decodeDaemonBody action &body)
+
+        match decodeActionFirst &reader with
+        | ValueSome message -> Ok message
+        | ValueNone ->
+            let mutable body = reader
+            let action = findAction (&reader, true)
+            Ok(decodeDaemonBody action &body)
     with ProtocolFailure error ->
         Error error
 

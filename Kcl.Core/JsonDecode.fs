@@ -64,55 +64,86 @@ let private toTimestamp (field: string) (millis: int64) =
 
     DateTimeOffset.FromUnixTimeMilliseconds millis
 
+// The property names of a record, compared as UTF-8 bytes: a batch has thousands of records, and a string per name
+// per record would be most of the decoder's garbage.
+let private dataName = "data"B
+let private partitionKeyName = "partitionKey"B
+let private sequenceNumberName = "sequenceNumber"B
+let private arrivalName = "approximateArrivalTimestamp"B
+let private subSequenceNumberName = "subSequenceNumber"B
+
+let private is (name: byte[]) (reader: byref<Utf8JsonReader>) = reader.ValueTextEquals(ReadOnlySpan name)
+
+// A record's errors name their field as "records[i].field"; the prefix is built only when a record fails.
+let private inRecord (index: int) (error: ProtocolError) =
+    let named field = "records[" + string index + "]." + field
+
+    match error with
+    | ProtocolError.MissingField(action, field) -> ProtocolError.MissingField(action, named field)
+    | ProtocolError.WrongType(action, field, expected, found) -> ProtocolError.WrongType(action, named field, expected, found)
+    | ProtocolError.InvalidValue(action, field, detail) -> ProtocolError.InvalidValue(action, named field, detail)
+    | other -> other
+
 let private decodeRecord (reader: byref<Utf8JsonReader>, index: int) : Record =
     let action = "processRecords"
-    let prefix = "records[" + string index + "]."
 
     if reader.TokenType <> JsonTokenType.StartObject then
-        fail (ProtocolError.WrongType(action, prefix.TrimEnd '.', "an object", describeToken reader.TokenType))
+        fail (ProtocolError.WrongType(action, "records[" + string index + "]", "an object", describeToken reader.TokenType))
 
     let mutable data = Array.Empty<byte>()
     let mutable partitionKey = ""
-    let mutable sequence = None
+    let mutable sequence = Unchecked.defaultof<SequenceNumber>
     let mutable subSequence = 0L
     let mutable arrival = None
-    let mutable go = true
 
     // Nulls follow POLICY.md: the daemon's classes allow them, and KCL 1.x sent a null subSequenceNumber.
     // The record's own "action":"record" (absent before KCL 1.7.2) carries nothing, so it is skipped with unknown keys.
-    while go do
-        match nextProperty &reader with
-        | ValueNone -> go <- false
-        | ValueSome "data" -> data <- readData (&reader, prefix + "data")
-        | ValueSome "partitionKey" ->
-            partitionKey <-
-                readStringOrNull (&reader, action, prefix + "partitionKey")
-                |> Option.defaultValue ""
-        | ValueSome "sequenceNumber" ->
-            let field = prefix + "sequenceNumber"
+    try
+        while reader.Read() && reader.TokenType = JsonTokenType.PropertyName do
+            if is dataName &reader then
+                reader.Read() |> ignore
+                data <- readData (&reader, "data")
+            elif is partitionKeyName &reader then
+                reader.Read() |> ignore
 
-            sequence <-
-                readStringOrNull (&reader, action, field)
-                |> Option.map (sequenceNumber action field)
-        | ValueSome "approximateArrivalTimestamp" ->
-            let field = prefix + "approximateArrivalTimestamp"
-            arrival <- readInt64OrNull (&reader, action, field) |> Option.map (toTimestamp field)
-        | ValueSome "subSequenceNumber" ->
-            subSequence <-
-                readInt64OrNull (&reader, action, prefix + "subSequenceNumber")
-                |> Option.defaultValue 0L
-        | ValueSome _ -> reader.Skip()
+                partitionKey <-
+                    match reader.TokenType with
+                    | JsonTokenType.Null -> ""
+                    | _ -> (readStringOrNull (&reader, action, "partitionKey")).Value
+            elif is sequenceNumberName &reader then
+                reader.Read() |> ignore
 
-    match sequence with
-    | None -> fail (ProtocolError.MissingField(action, prefix + "sequenceNumber"))
-    | Some sequenceNumber ->
-        {
-            Data = data
-            PartitionKey = partitionKey
-            SequenceNumber = sequenceNumber
-            SubSequenceNumber = subSequence
-            ApproximateArrivalTimestamp = arrival
-        }
+                match readStringOrNull (&reader, action, "sequenceNumber") with
+                | Some text -> sequence <- sequenceNumber action "sequenceNumber" text
+                | None -> sequence <- Unchecked.defaultof<_>
+            elif is arrivalName &reader then
+                reader.Read() |> ignore
+
+                arrival <-
+                    readInt64OrNull (&reader, action, "approximateArrivalTimestamp")
+                    |> Option.map (toTimestamp "approximateArrivalTimestamp")
+            elif is subSequenceNumberName &reader then
+                reader.Read() |> ignore
+
+                subSequence <-
+                    readInt64OrNull (&reader, action, "subSequenceNumber")
+                    |> Option.defaultValue 0L
+            else
+                reader.Read() |> ignore
+                reader.Skip()
+
+        if obj.ReferenceEquals(sequence, null) then
+            fail (ProtocolError.MissingField(action, "sequenceNumber"))
+    with DecodeFailure error ->
+        fail (inRecord index error)
+
+    {
+        Data = data
+        PartitionKey = partitionKey
+        SequenceNumber = sequence
+        SubSequenceNumber = subSequence
+        ApproximateArrivalTimestamp = arrival
+    }
 
 let private readRecords (reader: byref<Utf8JsonReader>) =
     match reader.TokenType with

@@ -24,13 +24,13 @@ type Workload =
 let private line (message: DaemonMessage) =
     Array.append (Json.encodeDaemonMessage Json.DaemonCharset.Utf8 message) "\n"B
 
-/// `records` records of `recordSize` random bytes in batches of `batchSize`, with 56-digit sequence numbers.
+/// `records` records of `recordSize` bytes of random printable ASCII (the samples decode records as UTF-8 text, as
+/// most producers' JSON is) in batches of `batchSize`, with 56-digit sequence numbers.
 let create name recordSize batchSize records =
     let random = Random 42
+
     let payload () =
-        let bytes = Array.zeroCreate recordSize
-        random.NextBytes bytes
-        bytes
+        Array.init recordSize (fun _ -> byte (random.Next(32, 127)))
 
     let batches =
         [|
