@@ -1,0 +1,1 @@
+module Kcl.Api.Tests.PackageSmokeTests
