@@ -113,3 +113,19 @@ let ``The F#-type check finds F# types: Kcl.Core's Processor module mentions the
         (load "Kcl.Core").GetExportedTypes() |> Seq.collect ApiListing.fsharpMentions |> List.ofSeq
 
     Assert.Contains(mentions, fun m -> m.Contains "FSharp")
+
+[<Fact>]
+let ``A changed member shows in the diff as one removed and one added line`` () =
+    let actual = ApiListing.listing (load "Kcl.CSharp")
+    let target = "static method RunAsync(processor: Kcl.IShardRecordProcessor): "
+    Assert.Contains(actual, fun l -> l.Contains target)
+
+    let expected =
+        actual |> List.map (fun l -> if l.Contains target then l.Replace("RunAsync(", "Run(") else l)
+
+    let changes = diff expected actual
+    Assert.Equal(2, changes.Length)
+    Assert.StartsWith("- ", changes[0])
+    Assert.Contains("Run(processor", changes[0])
+    Assert.StartsWith("+ ", changes[1])
+    Assert.Contains("RunAsync(processor", changes[1])
