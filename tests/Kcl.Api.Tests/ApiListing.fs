@@ -20,7 +20,11 @@ let rec typeName (t: Type) : string =
             if t.IsNested then
                 typeName t.DeclaringType + "+" + t.Name
             else
-                (if String.IsNullOrEmpty t.Namespace then "" else t.Namespace + ".") + t.Name
+                (if String.IsNullOrEmpty t.Namespace then
+                     ""
+                 else
+                     t.Namespace + ".")
+                + t.Name
 
         let baseName =
             match baseName.IndexOf '`' with
@@ -88,7 +92,11 @@ let private parameters (ps: ParameterInfo array) =
             sprintf "%s%s: %s%s" prefix p.Name (typeName p.ParameterType) optional)
     )
 
-let private flags = BindingFlags.Public ||| BindingFlags.Instance ||| BindingFlags.Static ||| BindingFlags.DeclaredOnly
+let private flags =
+    BindingFlags.Public
+    ||| BindingFlags.Instance
+    ||| BindingFlags.Static
+    ||| BindingFlags.DeclaredOnly
 
 let private methodModifiers (m: MethodBase) =
     (if m.IsStatic then "static " else "")
@@ -120,14 +128,20 @@ let members (t: Type) : string list =
                         (typeName m.ReturnType)
 
         for p in t.GetProperties(flags) do
-            let accessor = p.GetMethod |> Option.ofObj |> Option.orElse (Option.ofObj p.SetMethod)
+            let accessor =
+                p.GetMethod |> Option.ofObj |> Option.orElse (Option.ofObj p.SetMethod)
 
-            let modifiers =
-                accessor |> Option.map methodModifiers |> Option.defaultValue ""
+            let modifiers = accessor |> Option.map methodModifiers |> Option.defaultValue ""
 
             let access =
-                (if isNull p.GetMethod || not p.GetMethod.IsPublic then "" else "get; ")
-                + (if isNull p.SetMethod || not p.SetMethod.IsPublic then "" else "set; ")
+                (if isNull p.GetMethod || not p.GetMethod.IsPublic then
+                     ""
+                 else
+                     "get; ")
+                + (if isNull p.SetMethod || not p.SetMethod.IsPublic then
+                       ""
+                   else
+                       "set; ")
 
             let index =
                 match p.GetIndexParameters() with
@@ -154,8 +168,13 @@ let members (t: Type) : string list =
 let private header (t: Type) =
     let bases =
         [
-            if not (isNull t.BaseType) && t.BaseType <> typeof<obj> && t.BaseType <> typeof<ValueType>
-               && t.BaseType <> typeof<Enum> && t.BaseType <> typeof<MulticastDelegate> then
+            if
+                not (isNull t.BaseType)
+                && t.BaseType <> typeof<obj>
+                && t.BaseType <> typeof<ValueType>
+                && t.BaseType <> typeof<Enum>
+                && t.BaseType <> typeof<MulticastDelegate>
+            then
                 yield typeName t.BaseType
             yield! t.GetInterfaces() |> Array.map typeName |> Array.sort
         ]
@@ -164,7 +183,10 @@ let private header (t: Type) =
         "%s %s%s"
         (kind t)
         (typeName t)
-        (if bases.IsEmpty then "" else " : " + String.Join(", ", bases))
+        (if bases.IsEmpty then
+             ""
+         else
+             " : " + String.Join(", ", bases))
 
 /// Every exported type of the assembly (nested ones included), sorted by name, each followed by its members.
 let listing (assembly: Assembly) : string list =

@@ -10,14 +10,16 @@ open Xunit
 /// The repository root: the nearest folder above the test binary that holds Kcl.slnx.
 let repoRoot =
     let rec up (dir: DirectoryInfo) =
-        if isNull dir then failwith "Kcl.slnx not found above the test binary"
-        elif File.Exists(Path.Combine(dir.FullName, "Kcl.slnx")) then dir.FullName
-        else up dir.Parent
+        if isNull dir then
+            failwith "Kcl.slnx not found above the test binary"
+        elif File.Exists(Path.Combine(dir.FullName, "Kcl.slnx")) then
+            dir.FullName
+        else
+            up dir.Parent
 
     up (DirectoryInfo AppContext.BaseDirectory)
 
-let private accept =
-    Environment.GetEnvironmentVariable "KCL_API_ACCEPT" = "1"
+let private accept = Environment.GetEnvironmentVariable "KCL_API_ACCEPT" = "1"
 
 let libraries =
     [ "Kcl.Core"; "Kcl.CSharp"; "Kcl.Testing"; "Kcl.Bootstrap"; "Kcl.Local" ]
@@ -51,7 +53,8 @@ let ``The public API matches the checked-in listing api/<Assembly>.txt`` (assemb
     else
         let expected =
             if File.Exists file then
-                File.ReadAllText(file).Replace("\r\n", "\n").TrimEnd('\n').Split('\n') |> List.ofArray
+                File.ReadAllText(file).Replace("\r\n", "\n").TrimEnd('\n').Split('\n')
+                |> List.ofArray
             else
                 []
 
@@ -63,7 +66,13 @@ let ``The public API matches the checked-in listing api/<Assembly>.txt`` (assemb
                 assemblyName
                 (Path.GetRelativePath(repoRoot, file))
                 changes.Length
-                (String.Join("\n", (if changes.IsEmpty then [ "(same lines, different order)" ] else changes)))
+                (String.Join(
+                    "\n",
+                    (if changes.IsEmpty then
+                         [ "(same lines, different order)" ]
+                     else
+                         changes)
+                ))
 
 [<Fact>]
 let ``Every library has a listing and every listing is a library`` () =
@@ -89,7 +98,9 @@ let ``The listing is stable: two listings of the same assembly are equal`` () =
 [<Fact>]
 let ``No public signature of Kcl.CSharp mentions an F# type`` () =
     let mentions =
-        (load "Kcl.CSharp").GetExportedTypes() |> Seq.collect ApiListing.fsharpMentions |> List.ofSeq
+        (load "Kcl.CSharp").GetExportedTypes()
+        |> Seq.collect ApiListing.fsharpMentions
+        |> List.ofSeq
 
     Assert.True(mentions.IsEmpty, "F# types in Kcl.CSharp's public API:\n" + String.Join("\n", mentions))
 
@@ -110,7 +121,9 @@ let ``No public signature of Kcl.Testing mentions an F# type, except the F#-only
 [<Fact>]
 let ``The F#-type check finds F# types: Kcl.Core's Processor module mentions them`` () =
     let mentions =
-        (load "Kcl.Core").GetExportedTypes() |> Seq.collect ApiListing.fsharpMentions |> List.ofSeq
+        (load "Kcl.Core").GetExportedTypes()
+        |> Seq.collect ApiListing.fsharpMentions
+        |> List.ofSeq
 
     Assert.Contains(mentions, fun m -> m.Contains "FSharp")
 
@@ -121,7 +134,12 @@ let ``A changed member shows in the diff as one removed and one added line`` () 
     Assert.Contains(actual, fun l -> l.Contains target)
 
     let expected =
-        actual |> List.map (fun l -> if l.Contains target then l.Replace("RunAsync(", "Run(") else l)
+        actual
+        |> List.map (fun l ->
+            if l.Contains target then
+                l.Replace("RunAsync(", "Run(")
+            else
+                l)
 
     let changes = diff expected actual
     Assert.Equal(2, changes.Length)

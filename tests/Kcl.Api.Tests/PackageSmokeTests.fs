@@ -43,7 +43,11 @@ let private runIn (dir: string) (timeout: TimeSpan) (exe: string) (args: string 
 
     if p.WaitForExit timeout then
         p.WaitForExit(TimeSpan.FromSeconds 10.) |> ignore
-        { Code = p.ExitCode; Output = lock output (fun () -> output.ToString()) }
+
+        {
+            Code = p.ExitCode
+            Output = lock output (fun () -> output.ToString())
+        }
     else
         p.Kill true
         p.WaitForExit(TimeSpan.FromSeconds 10.) |> ignore
@@ -175,34 +179,80 @@ let ``The packed packages build a C# and an F# processor outside the repository,
                 repo
                 (minutes 5.)
                 "dotnet"
-                [ "pack"; "Kcl.slnx"; "-c"; "Release"; "--no-build"; "-o"; packages; "-p:VersionSuffix=" + suffix ]
+                [
+                    "pack"
+                    "Kcl.slnx"
+                    "-c"
+                    "Release"
+                    "--no-build"
+                    "-o"
+                    packages
+                    "-p:VersionSuffix=" + suffix
+                ]
             |> ignore
 
             let core =
-                Directory.GetFiles(packages, "Kcl.Core.*.nupkg") |> Array.exactlyOne |> Path.GetFileName
+                Directory.GetFiles(packages, "Kcl.Core.*.nupkg")
+                |> Array.exactlyOne
+                |> Path.GetFileName
 
             version <- core.Substring("Kcl.Core.".Length, core.Length - "Kcl.Core.".Length - ".nupkg".Length)
             Assert.EndsWith(suffix, version)
 
-            for id in [ "Kcl.Core"; "Kcl.CSharp"; "Kcl.Testing"; "Kcl.Bootstrap"; "Kcl.Local"; "kcl-bootstrap"; "kcl-local" ] do
-                Assert.True(File.Exists(Path.Combine(packages, sprintf "%s.%s.nupkg" id version)), id + " was not packed")
-                Assert.True(File.Exists(Path.Combine(packages, sprintf "%s.%s.snupkg" id version)), id + " has no symbols")
+            for id in
+                [
+                    "Kcl.Core"
+                    "Kcl.CSharp"
+                    "Kcl.Testing"
+                    "Kcl.Bootstrap"
+                    "Kcl.Local"
+                    "kcl-bootstrap"
+                    "kcl-local"
+                ] do
+                Assert.True(
+                    File.Exists(Path.Combine(packages, sprintf "%s.%s.nupkg" id version)),
+                    id + " was not packed"
+                )
+
+                Assert.True(
+                    File.Exists(Path.Combine(packages, sprintf "%s.%s.snupkg" id version)),
+                    id + " has no symbols"
+                )
 
             writeConfig work packages (machineSources work)
 
             exec work (minutes 1.) "dotnet" [ "new"; "tool-manifest" ] |> ignore
 
-            exec work (minutes 3.) "dotnet" [ "tool"; "install"; "kcl-local"; "--version"; version; "--add-source"; packages ]
+            exec
+                work
+                (minutes 3.)
+                "dotnet"
+                [
+                    "tool"
+                    "install"
+                    "kcl-local"
+                    "--version"
+                    version
+                    "--add-source"
+                    packages
+                ]
             |> ignore
 
             let app (name: string) (language: string) (package: string) (program: string) (programFile: string) =
                 let dir = Path.Combine(work, name)
 
-                exec work (minutes 2.) "dotnet" [ "new"; "console"; "--language"; language; "--output"; name; "--no-restore" ]
+                exec
+                    work
+                    (minutes 2.)
+                    "dotnet"
+                    [ "new"; "console"; "--language"; language; "--output"; name; "--no-restore" ]
                 |> ignore
 
                 File.WriteAllText(Path.Combine(dir, programFile), program)
-                exec dir (minutes 3.) "dotnet" [ "add"; "package"; package; "--version"; version ] |> ignore
+
+                exec dir (minutes 3.) "dotnet" [ "add"; "package"; package; "--version"; version ]
+                |> ignore
+
                 let out = Path.Combine(work, "out", name)
                 exec dir (minutes 4.) "dotnet" [ "build"; "-c"; "Release"; "-o"; out ] |> ignore
 
@@ -241,7 +291,11 @@ let ``The packed packages build a C# and an F# processor outside the repository,
                             "--no-progress"
                         ]
 
-                Assert.True(run.Code = 0, sprintf "kcl-local over the %s processor exited with %d:\n%s" name run.Code run.Output)
+                Assert.True(
+                    run.Code = 0,
+                    sprintf "kcl-local over the %s processor exited with %d:\n%s" name run.Code run.Output
+                )
+
                 Assert.Contains("200 delivered, 200 checkpointed", run.Output)
 
             app "csharpsmoke" "C#" "Kcl.CSharp" csharpProgram "Program.cs"
@@ -250,7 +304,16 @@ let ``The packed packages build a C# and an F# processor outside the repository,
         finally
             // This run's packages leave the machine's cache with it; the temporary folder goes too.
             if version <> "" then
-                for id in [ "kcl.core"; "kcl.csharp"; "kcl.testing"; "kcl.bootstrap"; "kcl.local"; "kcl-bootstrap"; "kcl-local" ] do
+                for id in
+                    [
+                        "kcl.core"
+                        "kcl.csharp"
+                        "kcl.testing"
+                        "kcl.bootstrap"
+                        "kcl.local"
+                        "kcl-bootstrap"
+                        "kcl-local"
+                    ] do
                     let dir = Path.Combine(packageCache (), id, version)
 
                     if Directory.Exists dir then
