@@ -7,6 +7,7 @@ module Kcl.Api.Tests.PackageSmokeTests
 open System
 open System.Diagnostics
 open System.IO
+open System.IO.Compression
 open System.Text
 open System.Threading.Tasks
 open Xunit
@@ -151,6 +152,39 @@ let update (count: int64) (event: Event) : int64 * Command list =
 let main _ = Processor.create 0L update |> Processor.run
 """
 
+let private entryText (package: string) (suffix: string) =
+    use zip = ZipFile.OpenRead package
+    let entry = zip.Entries |> Seq.find (fun e -> e.FullName.EndsWith(suffix: string))
+    use reader = new StreamReader(entry.Open(), Encoding.Latin1)
+    reader.ReadToEnd()
+
+/// What every package must carry (licence, readme, repository with its commit, supported releases, XML docs,
+/// SourceLink in the symbols), and the dependency rule: only the tools bring Argu and Spectre.Console.
+let private checkMetadata (packages: string) (version: string) =
+    for id in
+        [
+            "Kcl.Core"
+            "Kcl.CSharp"
+            "Kcl.Testing"
+            "Kcl.Bootstrap"
+            "Kcl.Local"
+            "kcl-bootstrap"
+            "kcl-local"
+        ] do
+        let package = Path.Combine(packages, sprintf "%s.%s.nupkg" id version)
+        let nuspec = entryText package ".nuspec"
+        Assert.Contains("<license type=\"expression\">Apache-2.0</license>", nuspec)
+        Assert.Contains("<readme>README.md</readme>", nuspec)
+        Assert.Matches("<repository type=\"git\" url=\"https://[^\"]+\"[^>]* commit=\"[0-9a-f]{40}\"", nuspec)
+        Assert.Contains("KCL 2.1 and later", nuspec)
+
+        if not (id.StartsWith "kcl-") then
+            Assert.NotEmpty(entryText package (id + ".xml"))
+            Assert.DoesNotContain("id=\"Argu\"", nuspec)
+            Assert.DoesNotContain("id=\"Spectre.Console\"", nuspec)
+            let pdb = entryText (Path.ChangeExtension(package, ".snupkg")) (id + ".pdb")
+            Assert.True(pdb.Contains "\"documents\":{", id + "'s symbols have no SourceLink")
+
 let private packageCache () =
     match Environment.GetEnvironmentVariable "NUGET_PACKAGES" with
     | null
@@ -219,6 +253,7 @@ let ``The packed packages build a C# and an F# processor outside the repository,
                     id + " has no symbols"
                 )
 
+            checkMetadata packages version
             writeConfig work packages (machineSources work)
 
             exec work (minutes 1.) "dotnet" [ "new"; "tool-manifest" ] |> ignore
