@@ -298,6 +298,21 @@ let demo () =
                 "--no-progress"
             ]
 
+/// Packs every IsPackable project (the libraries and the two tools) from the Release build into artifacts/packages/,
+/// emptied first so that a second run leaves the same set of packages. Arguments after `--` go to `dotnet pack`,
+/// e.g. `pack -- -p:VersionSuffix=beta.1`.
+let pack () =
+    build ()
+    let out = Path.Combine(root, "artifacts", "packages")
+
+    if Directory.Exists out then
+        Directory.Delete(out, true)
+
+    exec "dotnet" ([ "pack"; solution; "-c"; "Release"; "--no-build"; "-o"; out ] @ runnerArgs)
+
+    for file in Directory.GetFiles(out) |> Array.sort do
+        printfn "package: %s" (Path.GetRelativePath(root, file))
+
 // The default job when no target is given.
 let mainJob = [ "build"; "samples"; "demo" ]
 
@@ -320,6 +335,7 @@ and targets () : (string * string * (unit -> unit)) list =
         "fetch-jars", "fetch and verify the daemon's jars into the cache, print the classpath (-- kcl-bootstrap options)", fetchJars
         "run-daemon", "run kcl-bootstrap: print the daemon's command, or launch it with --execute (-- kcl-bootstrap options)", runDaemon
         "local", "run kcl-local (the local daemon) with the arguments after --, e.g. local -- -p FILE --generate 1000", local
+        "pack", "build, then pack the libraries and the kcl-bootstrap/kcl-local tools into artifacts/packages/", pack
         "demo", "run both published samples under kcl-local over a generated 4-shard stream, fresh state each", demo
         "help", "list the targets", help
     ]
