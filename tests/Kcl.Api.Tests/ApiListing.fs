@@ -111,7 +111,9 @@ let members (t: Type) : string list =
             yield sprintf "ctor(%s)" (parameters (c.GetParameters()))
 
         for m in t.GetMethods(flags) do
-            if not m.IsSpecialName || m.Name.StartsWith "op_" then
+            // Names with '@' are the F# compiler's own (inline helpers such as <Bind>__debug@148 exist in Debug
+            // builds only), not API: without this the listing would depend on the configuration.
+            if (not m.IsSpecialName || m.Name.StartsWith "op_") && not (m.Name.Contains '@') then
                 let generics =
                     if m.IsGenericMethodDefinition then
                         "<" + String.Join(", ", m.GetGenericArguments() |> Array.map typeName) + ">"
