@@ -50,10 +50,23 @@ let private run (args: ParseResults<Argument>) =
                         | Ok f -> Some f
                         | Error _ -> None)
 
+                let config =
+                    match args.TryGetResult Stream with
+                    | Some name -> { config with StreamName = name }
+                    | None -> config
+
+                let endpoint =
+                    args.TryGetResult Kinesis_Endpoint |> Option.orElse config.KinesisEndpoint
+
                 let source =
                     match args.TryGetResult Generate, args.TryGetResult Input with
                     | Some _, Some _ -> Error "give --generate or --input, not both"
-                    | None, None -> Error "give --generate N or --input FILE|-"
+                    | None, None when endpoint.IsSome ->
+                        match Uri.TryCreate(endpoint.Value, UriKind.Absolute) with
+                        | true, uri when uri.Scheme = "http" || uri.Scheme = "https" ->
+                            Ok(Source.Kinesis(uri, config.RegionName |> Option.defaultValue "us-east-1", config.StreamName))
+                        | _ -> Error(sprintf "the Kinesis endpoint %s is not an http(s) URL" endpoint.Value)
+                    | None, None -> Error "give --generate N, --input FILE|- or --kinesis-endpoint URL"
                     | Some n, None when n < 0 -> Error "--generate needs a count from 0"
                     | Some n, None ->
                         Ok(
