@@ -5,6 +5,7 @@ open System
 open System.IO
 open System.Runtime.InteropServices
 open System.Threading
+open System.Threading.Tasks
 open Argu
 open Kcl.Core
 open Kcl.Local
@@ -151,14 +152,32 @@ let private run (args: ParseResults<Argument>) =
                     use _sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, onSignal)
 
                     eprintfn
-                        "kcl-local: %s over %d shards of %s; leases in %s"
+                        "kcl-local: %s over %s of %s; leases in %s"
                         (String.Join(" ", config.Command))
-                        shards
+                        (match source with
+                         | Source.Kinesis(endpoint, _, _) -> sprintf "the shards at %O" endpoint
+                         | _ -> sprintf "%d shards" shards)
                         config.StreamName
                         (LeaseFile.path stateDir config.ApplicationName)
 
                     let mutable meters: ShardProgress[] = [||]
                     let running = LocalDaemon.run settings (fun m -> meters <- m) stop.Token kill.Token
+
+                    match args.TryGetResult Stop_After with
+                    | Some target ->
+                        Task.Run(fun () ->
+                            task {
+                                while not running.IsCompleted
+                                      && (meters.Length = 0 || (meters |> Array.sumBy _.Delivered) < target) do
+                                    do! Task.Delay 50
+
+                                if not running.IsCompleted then
+                                    eprintfn "kcl-local: %d records delivered; shutting down" target
+                                    stop.Cancel()
+                            }
+                            :> Task)
+                        |> ignore
+                    | None -> ()
 
                     if live then
                         LiveProgress.show meters running

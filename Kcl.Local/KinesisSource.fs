@@ -37,22 +37,37 @@ module internal KinesisSource =
                 return Error e.Message
         }
 
-    /// Where a shard's reading starts, from its stored checkpoint (or the initial position's sentinel).
+    /// Where a shard's reading starts, from its stored checkpoint (or the initial position's sentinel). As the KCL
+    /// does, a checkpoint is read AT its sequence number, and the records up to it (sub-records included) are
+    /// dropped, so a checkpoint in the middle of an aggregated record resumes with the next sub-record.
     let iteratorStart (checkpoint: string) : (ShardIteratorType * string) option =
         match checkpoint with
         | "SHARD_END" -> None
         | "TRIM_HORIZON" -> Some(ShardIteratorType.TrimHorizon, null)
         | "LATEST" -> Some(ShardIteratorType.Latest, null)
-        | digits -> Some(ShardIteratorType.AfterSequenceNumber, digits)
+        | digits -> Some(ShardIteratorType.AtSequenceNumber, digits)
 
-    let toRecord (r: KinesisRecord) : Record =
-        {
-            Data = r.Data
-            PartitionKey = r.PartitionKey
-            SequenceNumber = SequenceNumber.parse r.SequenceNumber
-            SubSequenceNumber = 0L
-            ApproximateArrivalTimestamp = Some r.ApproximateArrivalTimestamp
-        }
+    /// A Kinesis record as the daemon delivers it: a KPL-aggregated one as its sub-records (numbered 0, 1, …),
+    /// any other as one record with sub-sequence number 0.
+    let toRecords (r: KinesisRecord) : Record list =
+        let make key data sub =
+            {
+                Data = data
+                PartitionKey = key
+                SequenceNumber = SequenceNumber.parse r.SequenceNumber
+                SubSequenceNumber = sub
+                ApproximateArrivalTimestamp = Some r.ApproximateArrivalTimestamp
+            }
+
+        match Aggregation.tryDecode r.Data with
+        | Some subRecords -> subRecords |> List.mapi (fun i (key, data) -> make key data (int64 i))
+        | None -> [ make r.PartitionKey r.Data 0L ]
+
+    /// Whether a record comes after a checkpoint (sequence number, sub-sequence number).
+    let isAfter (checkpoint: string, checkpointSub: int64) (record: Record) =
+        match Shards.compareDigits record.SequenceNumber.Value checkpoint with
+        | 0 -> record.SubSequenceNumber > checkpointSub
+        | c -> c > 0
 
     let private poll
         (client: KinesisClient)
@@ -60,7 +75,7 @@ module internal KinesisSource =
         (config: DaemonConfig)
         (shard: Shard)
         (feed: ShardFeed)
-        (checkpoint: string)
+        (checkpoint: string, checkpointSub: int64)
         (parents: Task list)
         (log: string -> unit)
         (token: CancellationToken)
@@ -94,7 +109,10 @@ module internal KinesisSource =
                         let! batch = client.GetRecordsAsync(iterator, config.MaxRecords, token)
 
                         for r in batch.Records do
-                            feed.AddRecord(toRecord r)
+                            for record in toRecords r do
+                                if isNull after || isAfter (after, checkpointSub) record then
+                                    feed.AddRecord record
+
                             last <- r.SequenceNumber
 
                         match batch.NextShardIterator with
@@ -122,7 +140,7 @@ module internal KinesisSource =
         (client: KinesisClient)
         (stream: string)
         (config: DaemonConfig)
-        (shards: (Shard * (ShardFeed * string)) list)
+        (shards: (Shard * (ShardFeed * (string * int64))) list)
         (log: string -> unit)
         (token: CancellationToken)
         : Task =

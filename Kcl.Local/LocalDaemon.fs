@@ -294,7 +294,7 @@ module LocalDaemon =
                                 client
                                 stream
                                 config
-                                (List.zip shards (starts |> Array.map (fun s -> s.Feed, fst s.Checkpoint) |> List.ofArray))
+                                (List.zip shards (starts |> Array.map (fun s -> s.Feed, s.Checkpoint) |> List.ofArray))
                                 settings.Log
                                 pollersStop.Token
                         | _ -> Task.CompletedTask

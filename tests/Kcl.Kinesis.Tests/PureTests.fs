@@ -45,3 +45,21 @@ let ``uri encoding leaves unreserved characters and encodes every other byte`` (
         let encoded = SigV4.uriEncode false s
         Uri.UnescapeDataString encoded = s && encoded |> Seq.forall (fun c -> Char.IsAsciiLetterOrDigit c || "-._~%".Contains c))
     |> Check.QuickThrowOnFailure
+
+[<Fact>]
+let ``an aggregated record decodes to the sub-records it was encoded from`` () =
+    let gen =
+        Gen.zip (Gen.elements [ "a"; "b"; "pk-ሴ"; "" ]) (Gen.arrayOf (Gen.choose (0, 255) |> Gen.map byte))
+        |> Gen.nonEmptyListOf
+
+    Prop.forAll (Arb.fromGen gen) (fun records ->
+        let decoded = Aggregation.tryDecode (Aggregation.encode records)
+        decoded = Some records)
+    |> Check.QuickThrowOnFailure
+
+[<Fact>]
+let ``a plain record or a damaged aggregate is not de-aggregated`` () =
+    Assert.Equal(None, Aggregation.tryDecode "hello"B)
+    let aggregate = Aggregation.encode [ "k", "v"B ]
+    aggregate[aggregate.Length - 1] <- aggregate[aggregate.Length - 1] ^^^ 1uy
+    Assert.Equal(None, Aggregation.tryDecode aggregate)

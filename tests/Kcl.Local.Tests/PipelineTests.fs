@@ -16,6 +16,12 @@ open Kcl.Local.Tests.Helpers
 type PipelineTests(emulator: Kinesalite) =
     let token = TestContext.Current.CancellationToken
 
+    let client () =
+        new KinesisClient(
+            KinesisClientOptions(Region = "us-east-1", Endpoint = emulator.Endpoint, Credentials = AwsCredentials("AKIDLOCAL", "local"))
+        )
+
+
     /// Runs the published producer against the emulator, with a dummy key pair in its environment.
     let produce (stream: string) (records: int) =
         task {
@@ -125,6 +131,68 @@ type PipelineTests(emulator: Kinesalite) =
             match outcome with
             | Ok _ -> failwith "expected an error"
             | Error problem -> Assert.Contains("stream 'no-such-stream' does not exist", problem)
+        }
+
+    [<Fact>]
+    member _.``KPL-aggregated records are delivered as their sub-records, and a checkpoint inside one resumes after it``() =
+        task {
+            use kinesis = client ()
+            let stream = "aggregated"
+            do! kinesis.CreateStreamAsync(stream, 1, token)
+            let! _ = kinesis.WaitForActiveAsync(stream, TimeSpan.FromSeconds 10.0, token)
+            let subRecords = [ for i in 0..4 -> sprintf "sub-%d" i, Text.Encoding.UTF8.GetBytes(sprintf "payload %d" i) ]
+            let! first = kinesis.PutRecordAsync(stream, "agg-1", Aggregation.encode subRecords, token)
+            let! _ = kinesis.PutRecordAsync(stream, "plain", "plain"B, token)
+            let! _ = kinesis.PutRecordAsync(stream, "agg-2", Aggregation.encode subRecords, token)
+
+            let! all = consume stream 11 (tempDir ()) ("agg-" + Guid.NewGuid().ToString "N")
+            Assert.True(all.Clean, describe all)
+            Assert.Equal(11, all.Delivered)
+
+            // A stored checkpoint at the third sub-record of the first aggregate: the rest of it and what follows.
+            let stateDir = tempDir ()
+            let app = "agg-resume-" + Guid.NewGuid().ToString "N"
+
+            LeaseFile.save
+                (LeaseFile.path stateDir app)
+                app
+                [
+                    {
+                        ShardId = first.ShardId
+                        Checkpoint = first.SequenceNumber
+                        SubSequenceNumber = 2L
+                        HighestDelivered = None
+                    }
+                ]
+
+            let! resumed = consume stream 8 stateDir app
+            Assert.True(resumed.Clean, describe resumed)
+            Assert.Equal(2 + 1 + 5, resumed.Delivered)
+        }
+
+    [<Fact>]
+    member _.``a shard split in the middle of the stream is read to SHARD_END before its children``() =
+        task {
+            use kinesis = client ()
+            let stream = "resharded"
+            do! kinesis.CreateStreamAsync(stream, 1, token)
+            let! _ = kinesis.WaitForActiveAsync(stream, TimeSpan.FromSeconds 10.0, token)
+            let put range = kinesis.PutRecordsAsync(stream, [| for i in range -> { PartitionKey = sprintf "pk-%d" i; Data = Text.Encoding.UTF8.GetBytes(sprintf "r%d" i) } |], token)
+            let! _ = put [ 0..49 ]
+            let! shards = kinesis.ListShardsAsync(stream, token)
+            let parent = shards[0]
+            do! kinesis.SplitShardAsync(stream, parent.ShardId, string (Numerics.BigInteger.Parse parent.EndingHashKey / Numerics.BigInteger 2), token)
+            let! _ = kinesis.WaitForActiveAsync(stream, TimeSpan.FromSeconds 10.0, token)
+            let! _ = put [ 50..99 ]
+
+            let! summary = consume stream 100 (tempDir ()) ("split-" + Guid.NewGuid().ToString "N")
+            Assert.True(summary.Clean, describe summary)
+            Assert.Equal(3, summary.Shards.Length)
+            Assert.Equal(100, summary.Delivered)
+            Assert.Equal(0, summary.Redelivered)
+            let parentResult = summary.Shards |> List.find (fun s -> s.ShardId = parent.ShardId)
+            Assert.Equal(50, parentResult.Delivered)
+            Assert.Equal(ShardEnding.ShardEnded, parentResult.Ending)
         }
 
     interface IClassFixture<Kinesalite>
