@@ -13,6 +13,14 @@ open Kcl.Tests.Shared
 open Xunit
 open Kcl.Local.Tests.Helpers
 
+/// The pipeline runs npm, node, the producer and the daemon's children: alone, so that the timing-sensitive tests
+/// of the other classes do not share the machine with it.
+[<CollectionDefinition("Kinesis pipeline", DisableParallelization = true)>]
+type PipelineCollection() =
+    class
+    end
+
+[<Collection("Kinesis pipeline")>]
 type PipelineTests(emulator: Kinesalite) =
     let token = TestContext.Current.CancellationToken
 
