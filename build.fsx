@@ -257,10 +257,12 @@ let runBootstrap (args: string list) =
     Console.CancelKeyPress.Add(fun e -> e.Cancel <- true)
     runPassingExitCode "dotnet" (dll :: args)
 
-/// The kcl-local tool's assembly, built by the solution build.
+/// Builds the kcl-local tool alone (the main job needs neither the tests nor the benchmarks) and returns its assembly.
 let localTool () =
-    build ()
-    (projectInfo "Kcl.Local.Tool/Kcl.Local.Tool.fsproj").TargetPath
+    restore ()
+    let project = Path.Combine("Kcl.Local.Tool", "Kcl.Local.Tool.fsproj")
+    exec "dotnet" [ "build"; project; "-c"; "Release"; "--no-restore" ]
+    (projectInfo project).TargetPath
 
 /// Runs kcl-local with the arguments after `--`, from the repository root (where the samples' executableName
 /// paths start), and exits with its exit code.
@@ -313,8 +315,108 @@ let pack () =
     for file in Directory.GetFiles(out) |> Array.sort do
         printfn "package: %s" (Path.GetRelativePath(root, file))
 
+/// The whole pipeline on one machine: kinesalite (installed from tests/kinesalite with npm into artifacts/) on
+/// 127.0.0.1, the Producer sample putting 1000 records into a 2-shard stream, and kcl-local reading the stream from
+/// the endpoint into the C# sample until every record was delivered. The emulator is stopped by its PID.
+let pipeline () =
+    let records = 1000
+    let stream = "kcl-pipeline"
+    let tool = localTool ()
+    samples ()
+    let folder = Path.Combine(root, "artifacts", "kinesalite")
+    Directory.CreateDirectory folder |> ignore
+
+    for file in Directory.GetFiles(Path.Combine(root, "tests", "kinesalite")) do
+        File.Copy(file, Path.Combine(folder, Path.GetFileName file), true)
+
+    let npm = if OperatingSystem.IsWindows() then "npm.cmd" else "npm"
+
+    let install =
+        ProcessStartInfo(
+            npm,
+            [ "ci"; "--ignore-scripts"; "--no-audit"; "--no-fund"; "--loglevel=error" ],
+            WorkingDirectory = folder,
+            UseShellExecute = false
+        )
+
+    use installing = Process.Start install
+
+    if not (installing.WaitForExit(TimeSpan.FromMinutes 3.0)) || installing.ExitCode <> 0 then
+        raise (StepFailed "npm ci of kinesalite failed or took longer than 3 minutes")
+
+    let port =
+        let listener = new Net.Sockets.TcpListener(Net.IPAddress.Loopback, 0)
+        listener.Start()
+        let port = (listener.LocalEndpoint :?> Net.IPEndPoint).Port
+        listener.Stop()
+        port
+
+    let endpoint = sprintf "http://127.0.0.1:%d/" port
+
+    use emulator =
+        Process.Start(
+            ProcessStartInfo(
+                "node",
+                [ "start.js"; string port ],
+                WorkingDirectory = folder,
+                UseShellExecute = false,
+                RedirectStandardOutput = true
+            )
+        )
+
+    try
+        let first = emulator.StandardOutput.ReadLineAsync()
+
+        if not (first.Wait(TimeSpan.FromSeconds 30.0)) || isNull first.Result then
+            raise (StepFailed "kinesalite did not start")
+
+        printfn "kinesalite (pid %d) at %s" emulator.Id endpoint
+
+        let withCredentials (psi: ProcessStartInfo) =
+            // kinesalite checks that requests are signed, not by whom.
+            if String.IsNullOrEmpty(Environment.GetEnvironmentVariable "AWS_ACCESS_KEY_ID") then
+                psi.Environment["AWS_ACCESS_KEY_ID"] <- "AKIDLOCAL"
+                psi.Environment["AWS_SECRET_ACCESS_KEY"] <- "local"
+
+            psi
+
+        let runWithCredentials exe (argv: string list) =
+            printfn "> %s %s" exe (String.Join(" ", argv))
+            use p = Process.Start(withCredentials (ProcessStartInfo(exe, argv, WorkingDirectory = root, UseShellExecute = false)))
+            p.WaitForExit()
+
+            if p.ExitCode <> 0 then
+                raise (StepFailed(sprintf "%s exited with %d" exe p.ExitCode))
+
+        runWithCredentials
+            (Path.Combine(root, "artifacts", "samples", "producer", "producer"))
+            [ "--endpoint"; endpoint; "--stream"; stream; "--shards"; "2"; "--records"; string records; "--region"; "us-east-1" ]
+
+        runWithCredentials
+            "dotnet"
+            [
+                tool
+                "--properties"
+                "samples/csharp-consumer.properties"
+                "--kinesis-endpoint"
+                endpoint
+                "--stream"
+                stream
+                "--stop-after"
+                string records
+                "--state-dir"
+                Path.Combine("artifacts", "pipeline-state")
+                "--fresh"
+                "--quiet"
+                "--no-progress"
+            ]
+    finally
+        if not emulator.HasExited then
+            emulator.Kill true
+            emulator.WaitForExit 5000 |> ignore
+
 // The default job when no target is given.
-let mainJob = [ "build"; "samples"; "demo" ]
+let mainJob = [ "samples"; "demo" ]
 
 let rec help () =
     printfn "usage: dotnet fsi build.fsx [target] [--locked] [-- test runner args]"
@@ -336,6 +438,8 @@ and targets () : (string * string * (unit -> unit)) list =
         "run-daemon", "run kcl-bootstrap: print the daemon's command, or launch it with --execute (-- kcl-bootstrap options)", runDaemon
         "local", "run kcl-local (the local daemon) with the arguments after --, e.g. local -- -p FILE --generate 1000", local
         "pack", "build, then pack the libraries and the kcl-bootstrap/kcl-local tools into artifacts/packages/", pack
+
+        "pipeline", "kinesalite on 127.0.0.1 (npm), the Producer putting 1000 records, kcl-local reading them into the C# sample", pipeline
         "demo", "run both published samples under kcl-local over a generated 4-shard stream, fresh state each", demo
         "help", "list the targets", help
     ]

@@ -13,6 +13,9 @@ type Argument =
     | [<Unique>] Seed of seed: int
     | [<Unique>] Key_Pattern of pattern: string
     | [<Unique>] Input of file: string
+    | [<Unique>] Kinesis_Endpoint of url: string
+    | [<Unique>] Stream of name: string
+    | [<Unique>] Stop_After of records: int
     | [<Unique>] State_Dir of dir: string
     | Fresh
     | Inject_Checkpoint_Error of spec: string
@@ -37,6 +40,11 @@ type Argument =
             | Key_Pattern _ ->
                 "generated partition keys: {i} is the record index, {r} a seeded random number (default pk-{i})."
             | Input _ -> "read NDJSON records ({partitionKey, data(base64)|text}) from a file, or - for stdin."
+            | Kinesis_Endpoint _ ->
+                "read the stream from this Kinesis endpoint (overrides kinesisEndpoint in the properties; regionName signs, default us-east-1)."
+            | Stream _ -> "the stream to read from the Kinesis endpoint (overrides streamName in the properties)."
+            | Stop_After _ ->
+                "shut down gracefully once this many records were delivered (a Kinesis stream has no end of its own)."
             | State_Dir _ ->
                 "where the lease file lives (default: a folder per applicationName under the user's state directory)."
             | Fresh -> "discard the stored checkpoints first."

@@ -5,6 +5,7 @@ open System
 open System.IO
 open System.Runtime.InteropServices
 open System.Threading
+open System.Threading.Tasks
 open Argu
 open Kcl.Core
 open Kcl.Local
@@ -50,10 +51,23 @@ let private run (args: ParseResults<Argument>) =
                         | Ok f -> Some f
                         | Error _ -> None)
 
+                let config =
+                    match args.TryGetResult Stream with
+                    | Some name -> { config with StreamName = name }
+                    | None -> config
+
+                let endpoint =
+                    args.TryGetResult Kinesis_Endpoint |> Option.orElse config.KinesisEndpoint
+
                 let source =
                     match args.TryGetResult Generate, args.TryGetResult Input with
                     | Some _, Some _ -> Error "give --generate or --input, not both"
-                    | None, None -> Error "give --generate N or --input FILE|-"
+                    | None, None when endpoint.IsSome ->
+                        match Uri.TryCreate(endpoint.Value, UriKind.Absolute) with
+                        | true, uri when uri.Scheme = "http" || uri.Scheme = "https" ->
+                            Ok(Source.Kinesis(uri, config.RegionName |> Option.defaultValue "us-east-1", config.StreamName))
+                        | _ -> Error(sprintf "the Kinesis endpoint %s is not an http(s) URL" endpoint.Value)
+                    | None, None -> Error "give --generate N, --input FILE|- or --kinesis-endpoint URL"
                     | Some n, None when n < 0 -> Error "--generate needs a count from 0"
                     | Some n, None ->
                         Ok(
@@ -138,14 +152,32 @@ let private run (args: ParseResults<Argument>) =
                     use _sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, onSignal)
 
                     eprintfn
-                        "kcl-local: %s over %d shards of %s; leases in %s"
+                        "kcl-local: %s over %s of %s; leases in %s"
                         (String.Join(" ", config.Command))
-                        shards
+                        (match source with
+                         | Source.Kinesis(endpoint, _, _) -> sprintf "the shards at %O" endpoint
+                         | _ -> sprintf "%d shards" shards)
                         config.StreamName
                         (LeaseFile.path stateDir config.ApplicationName)
 
                     let mutable meters: ShardProgress[] = [||]
                     let running = LocalDaemon.run settings (fun m -> meters <- m) stop.Token kill.Token
+
+                    match args.TryGetResult Stop_After with
+                    | Some target ->
+                        Task.Run(fun () ->
+                            task {
+                                while not running.IsCompleted
+                                      && (meters.Length = 0 || (meters |> Array.sumBy _.Delivered) < target) do
+                                    do! Task.Delay 50
+
+                                if not running.IsCompleted then
+                                    eprintfn "kcl-local: %d records delivered; shutting down" target
+                                    stop.Cancel()
+                            }
+                            :> Task)
+                        |> ignore
+                    | None -> ()
 
                     if live then
                         LiveProgress.show meters running

@@ -29,8 +29,12 @@ type DaemonConfig =
         Command: string list
         /// `applicationName`: names the lease file.
         ApplicationName: string
-        /// `streamArn` or `streamName`, only for display.
+        /// `streamArn` or `streamName`: the stream a Kinesis source reads; otherwise only for display.
         StreamName: string
+        /// `kinesisEndpoint`: a Kinesis endpoint to read the stream from (with `--kinesis-endpoint`), if set.
+        KinesisEndpoint: string option
+        /// `regionName`: the region requests to the endpoint are signed for, if set.
+        RegionName: string option
         /// `initialPositionInStream`; the real daemon's default is LATEST.
         InitialPosition: InitialPosition
         /// `maxRecords`: the largest batch; default 10000, at most 10000.
@@ -58,6 +62,8 @@ module DaemonConfig =
                 "applicationName"
                 "streamName"
                 "streamArn"
+                "kinesisEndpoint"
+                "regionName"
                 "initialPositionInStream"
                 "maxRecords"
                 "idleTimeBetweenReadsInMillis"
@@ -183,6 +189,8 @@ module DaemonConfig =
                     Command = command
                     ApplicationName = applicationName
                     StreamName = streamName
+                    KinesisEndpoint = nonBlank "kinesisEndpoint"
+                    RegionName = nonBlank "regionName"
                     InitialPosition = initialPosition
                     MaxRecords = maxRecords
                     IdleTimeBetweenReads = TimeSpan.FromMilliseconds(float idle)

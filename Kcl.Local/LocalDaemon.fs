@@ -20,6 +20,9 @@ type Source =
     | File of path: string
     /// NDJSON lines as they arrive (stdin); the stream ends with the reader. A bad line is reported and skipped.
     | Lines of reader: TextReader
+    /// A stream at a Kinesis endpoint, read as a polling KCL worker reads it (the shards' ids and sequence numbers
+    /// are the stream's own; the run's shard count is ignored).
+    | Kinesis of endpoint: Uri * region: string * streamName: string
 
 /// Everything a run needs besides the properties.
 type RunSettings =
@@ -149,6 +152,8 @@ module LocalDaemon =
 
                     completeAll ())
             )
+        // Read by the pollers the run starts once it knows the checkpoints.
+        | Source.Kinesis _ -> Ok Task.CompletedTask
 
     /// Runs the local daemon until every shard is done. `stop` starts the graceful shutdown (as SIGTERM does);
     /// `kill` ends every child at once and returns, as a daemon that dies would (the lease file keeps what was
@@ -169,9 +174,22 @@ module LocalDaemon =
             match LeaseFile.load leaseFile with
             | Error problem -> return Error(sprintf "%s: %s" leaseFile problem)
             | Ok stored ->
-                let feeds = Array.init settings.Shards ShardFeed
+                let! listed =
+                    match settings.Source with
+                    | Source.Kinesis(endpoint, region, stream) ->
+                        task {
+                            let client = KinesisSource.client endpoint region
+                            let! shards = KinesisSource.listShards client stream
+                            return shards |> Result.map (fun shards -> Some(client, stream, shards))
+                        }
+                    | _ -> Task.FromResult(Ok None)
 
-                match fill settings feeds with
+                let feeds =
+                    match listed with
+                    | Ok(Some(_, _, shards)) -> shards |> List.mapi (fun i s -> ShardFeed(i, s.ShardId)) |> Array.ofList
+                    | _ -> Array.init settings.Shards (fun i -> ShardFeed i)
+
+                match listed |> Result.bind (fun _ -> fill settings feeds) with
                 | Error problem -> return Error problem
                 | Ok filling ->
                     let leases =
@@ -267,6 +285,19 @@ module LocalDaemon =
 
                     progress meters
                     let clock = Stopwatch.StartNew()
+                    use pollersStop = CancellationTokenSource.CreateLinkedTokenSource(stop, kill)
+
+                    let pollers =
+                        match listed with
+                        | Ok(Some(client, stream, shards)) ->
+                            KinesisSource.start
+                                client
+                                stream
+                                config
+                                (List.zip shards (starts |> Array.map (fun s -> s.Feed, s.Checkpoint) |> List.ofArray))
+                                settings.Log
+                                pollersStop.Token
+                        | _ -> Task.CompletedTask
 
                     let! results =
                         Array.zip starts meters
@@ -290,6 +321,12 @@ module LocalDaemon =
                         |> Task.WhenAll
 
                     clock.Stop()
+                    pollersStop.Cancel()
+
+                    try
+                        do! pollers.WaitAsync(TimeSpan.FromSeconds 10.0)
+                    with _ ->
+                        ()
 
                     if filling.IsCompleted |> not then
                         settings.Log "the input was not read to its end"

@@ -20,15 +20,21 @@ type FeedRead =
 
 /// The records of one shard. Thread-safe: the source appends while the driver reads.
 [<Sealed>]
-type ShardFeed(index: int) =
+type ShardFeed(index: int, shardId: string) =
     let records = List<Record>()
     let mutable ended = false
     let gate = obj ()
 
+    /// A shard of the local stream, with the id Kinesis gives the shard with this 0-based index.
+    new(index: int) = ShardFeed(index, Shards.shardId index)
+
     /// The shard's 0-based index.
     member _.Index = index
     /// The shard's id.
-    member _.ShardId = Shards.shardId index
+    member _.ShardId = shardId
+
+    /// Appends a record read from a Kinesis endpoint, keeping its own sequence numbers.
+    member _.AddRecord(record: Record) = lock gate (fun () -> records.Add record)
 
     /// Appends a record, numbering it after the ones before.
     member _.Add(record: SourceRecord, arrival: DateTimeOffset) =

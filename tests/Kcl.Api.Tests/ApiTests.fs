@@ -22,7 +22,7 @@ let repoRoot =
 let private accept = Environment.GetEnvironmentVariable "KCL_API_ACCEPT" = "1"
 
 let libraries =
-    [ "Kcl.Core"; "Kcl.CSharp"; "Kcl.Testing"; "Kcl.Bootstrap"; "Kcl.Local" ]
+    [ "Kcl.Core"; "Kcl.CSharp"; "Kcl.Testing"; "Kcl.Bootstrap"; "Kcl.Local"; "Kcl.Kinesis" ]
 
 let libraryData = TheoryData<string>(libraries)
 

@@ -168,6 +168,7 @@ let private checkMetadata (packages: string) (version: string) =
             "Kcl.Testing"
             "Kcl.Bootstrap"
             "Kcl.Local"
+            "Kcl.Kinesis"
             "kcl-bootstrap"
             "kcl-local"
         ] do
@@ -240,6 +241,7 @@ let ``The packed packages build a C# and an F# processor outside the repository,
                     "Kcl.Testing"
                     "Kcl.Bootstrap"
                     "Kcl.Local"
+                    "Kcl.Kinesis"
                     "kcl-bootstrap"
                     "kcl-local"
                 ] do

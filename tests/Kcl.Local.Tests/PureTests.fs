@@ -67,7 +67,8 @@ let ``The sample properties files are valid and name the keys the local daemon i
             Assert.Equal<string list>([ sprintf "artifacts/samples/%s/%s" name name ], config.Command)
             Assert.Equal(InitialPosition.TrimHorizon, config.InitialPosition)
             Assert.Equal(10000, config.MaxRecords)
-            Assert.Contains("regionName", config.IgnoredKeys)
+            Assert.Contains("retrievalMode", config.IgnoredKeys)
+            Assert.DoesNotContain("regionName", config.IgnoredKeys)
             Assert.DoesNotContain("executableName", config.IgnoredKeys)
 
 [<Fact>]

@@ -87,7 +87,8 @@ let ``A clean run exits 0, names the ignored keys and ends stdout with the summa
         Assert.Equal(1, out.Length)
         Assert.StartsWith("kcl-local tool-", out.Head)
         Assert.Contains("OK; 2 shards, 40 delivered, 40 checkpointed", out.Head)
-        Assert.Contains("ignoring regionName", err)
+        Assert.Contains("ignoring AwsCredentialsProvider", err)
+        Assert.DoesNotContain("ignoring regionName", err)
     }
 
 [<Fact>]
