@@ -415,6 +415,37 @@ let pipeline () =
             emulator.Kill true
             emulator.WaitForExit 5000 |> ignore
 
+/// The whole-process benchmark (bench/ProcessBench): publishes the samples and the bare reference loop, installs the
+/// official Node binding's processor with npm into artifacts/bench/node, and prints the Markdown tables. Arguments
+/// after `--` go to the benchmark, e.g. `bench -- --runs 5 --scale 0.5`.
+let bench () =
+    samples ()
+    exec "dotnet" [ "publish"; "bench/BareLoop/BareLoop.csproj"; "-c"; "Release"; "-o"; "artifacts/bench/bare-loop" ]
+    let node = Path.Combine(root, "artifacts", "bench", "node")
+    Directory.CreateDirectory node |> ignore
+
+    for file in [ "package.json"; "package-lock.json"; ".npmrc"; "processor.js" ] do
+        File.Copy(Path.Combine(root, "tests", "node-kcl-processor", file), Path.Combine(node, file), true)
+
+    let npm = if OperatingSystem.IsWindows() then "npm.cmd" else "npm"
+
+    use installing =
+        Process.Start(
+            ProcessStartInfo(
+                npm,
+                [ "ci"; "--ignore-scripts"; "--no-audit"; "--no-fund"; "--loglevel=error" ],
+                WorkingDirectory = node,
+                UseShellExecute = false
+            )
+        )
+
+    if not (installing.WaitForExit(TimeSpan.FromMinutes 3.0)) || installing.ExitCode <> 0 then
+        raise (StepFailed "npm ci of the Node processor failed or took longer than 3 minutes")
+
+    let project = Path.Combine("bench", "ProcessBench", "ProcessBench.fsproj")
+    exec "dotnet" [ "build"; project; "-c"; "Release" ]
+    exec "dotnet" ([ (projectInfo project).TargetPath; "--root"; root; "--node"; node ] @ runnerArgs)
+
 // The default job when no target is given.
 let mainJob = [ "samples"; "demo" ]
 
@@ -439,6 +470,7 @@ and targets () : (string * string * (unit -> unit)) list =
         "local", "run kcl-local (the local daemon) with the arguments after --, e.g. local -- -p FILE --generate 1000", local
         "pack", "build, then pack the libraries and the kcl-bootstrap/kcl-local tools into artifacts/packages/", pack
 
+        "bench", "the whole-process benchmark: both samples, a bare .NET loop and the Node binding (-- --runs N --scale F)", bench
         "pipeline", "kinesalite on 127.0.0.1 (npm), the Producer putting 1000 records, kcl-local reading them into the C# sample", pipeline
         "demo", "run both published samples under kcl-local over a generated 4-shard stream, fresh state each", demo
         "help", "list the targets", help
