@@ -315,6 +315,29 @@ let pack () =
     for file in Directory.GetFiles(out) |> Array.sort do
         printfn "package: %s" (Path.GetRelativePath(root, file))
 
+/// Copies a committed npm folder's files (not a node_modules of a developer's own install) into `folder` under
+/// artifacts/ and installs it there from its lock file, with no install scripts, within 3 minutes.
+let npmInstall (source: string) (folder: string) =
+    Directory.CreateDirectory folder |> ignore
+
+    for file in Directory.GetFiles source do
+        File.Copy(file, Path.Combine(folder, Path.GetFileName file), true)
+
+    let npm = if OperatingSystem.IsWindows() then "npm.cmd" else "npm"
+
+    use installing =
+        Process.Start(
+            ProcessStartInfo(
+                npm,
+                [ "ci"; "--ignore-scripts"; "--no-audit"; "--no-fund"; "--loglevel=error" ],
+                WorkingDirectory = folder,
+                UseShellExecute = false
+            )
+        )
+
+    if not (installing.WaitForExit(TimeSpan.FromMinutes 3.0)) || installing.ExitCode <> 0 then
+        raise (StepFailed(sprintf "npm ci in %s failed or took longer than 3 minutes" folder))
+
 /// The whole pipeline on one machine: kinesalite (installed from tests/kinesalite with npm into artifacts/) on
 /// 127.0.0.1, the Producer sample putting 1000 records into a 2-shard stream, and kcl-local reading the stream from
 /// the endpoint into the C# sample until every record was delivered. The emulator is stopped by its PID.
@@ -324,25 +347,7 @@ let pipeline () =
     let tool = localTool ()
     samples ()
     let folder = Path.Combine(root, "artifacts", "kinesalite")
-    Directory.CreateDirectory folder |> ignore
-
-    for file in Directory.GetFiles(Path.Combine(root, "tests", "kinesalite")) do
-        File.Copy(file, Path.Combine(folder, Path.GetFileName file), true)
-
-    let npm = if OperatingSystem.IsWindows() then "npm.cmd" else "npm"
-
-    let install =
-        ProcessStartInfo(
-            npm,
-            [ "ci"; "--ignore-scripts"; "--no-audit"; "--no-fund"; "--loglevel=error" ],
-            WorkingDirectory = folder,
-            UseShellExecute = false
-        )
-
-    use installing = Process.Start install
-
-    if not (installing.WaitForExit(TimeSpan.FromMinutes 3.0)) || installing.ExitCode <> 0 then
-        raise (StepFailed "npm ci of kinesalite failed or took longer than 3 minutes")
+    npmInstall (Path.Combine(root, "tests", "kinesalite")) folder
 
     let port =
         let listener = new Net.Sockets.TcpListener(Net.IPAddress.Loopback, 0)
@@ -422,25 +427,7 @@ let bench () =
     samples ()
     exec "dotnet" [ "publish"; "bench/BareLoop/BareLoop.csproj"; "-c"; "Release"; "-o"; "artifacts/bench/bare-loop" ]
     let node = Path.Combine(root, "artifacts", "bench", "node")
-    Directory.CreateDirectory node |> ignore
-
-    for file in [ "package.json"; "package-lock.json"; ".npmrc"; "processor.js" ] do
-        File.Copy(Path.Combine(root, "tests", "node-kcl-processor", file), Path.Combine(node, file), true)
-
-    let npm = if OperatingSystem.IsWindows() then "npm.cmd" else "npm"
-
-    use installing =
-        Process.Start(
-            ProcessStartInfo(
-                npm,
-                [ "ci"; "--ignore-scripts"; "--no-audit"; "--no-fund"; "--loglevel=error" ],
-                WorkingDirectory = node,
-                UseShellExecute = false
-            )
-        )
-
-    if not (installing.WaitForExit(TimeSpan.FromMinutes 3.0)) || installing.ExitCode <> 0 then
-        raise (StepFailed "npm ci of the Node processor failed or took longer than 3 minutes")
+    npmInstall (Path.Combine(root, "tests", "node-kcl-processor")) node
 
     let project = Path.Combine("bench", "ProcessBench", "ProcessBench.fsproj")
     exec "dotnet" [ "build"; project; "-c"; "Release" ]

@@ -158,20 +158,23 @@ let private entryText (package: string) (suffix: string) =
     use reader = new StreamReader(entry.Open(), Encoding.Latin1)
     reader.ReadToEnd()
 
+/// Every package `pack` produces: the libraries and the two tools.
+let private packageIds =
+    [
+        "Kcl.Core"
+        "Kcl.CSharp"
+        "Kcl.Testing"
+        "Kcl.Bootstrap"
+        "Kcl.Local"
+        "Kcl.Kinesis"
+        "kcl-bootstrap"
+        "kcl-local"
+    ]
+
 /// What every package must carry (licence, readme, repository with its commit, supported releases, XML docs,
 /// SourceLink in the symbols), and the dependency rule: only the tools bring Argu and Spectre.Console.
 let private checkMetadata (packages: string) (version: string) =
-    for id in
-        [
-            "Kcl.Core"
-            "Kcl.CSharp"
-            "Kcl.Testing"
-            "Kcl.Bootstrap"
-            "Kcl.Local"
-            "Kcl.Kinesis"
-            "kcl-bootstrap"
-            "kcl-local"
-        ] do
+    for id in packageIds do
         let package = Path.Combine(packages, sprintf "%s.%s.nupkg" id version)
         let nuspec = entryText package ".nuspec"
         Assert.Contains("<license type=\"expression\">Apache-2.0</license>", nuspec)
@@ -234,17 +237,7 @@ let ``The packed packages build a C# and an F# processor outside the repository,
             version <- core.Substring("Kcl.Core.".Length, core.Length - "Kcl.Core.".Length - ".nupkg".Length)
             Assert.EndsWith(suffix, version)
 
-            for id in
-                [
-                    "Kcl.Core"
-                    "Kcl.CSharp"
-                    "Kcl.Testing"
-                    "Kcl.Bootstrap"
-                    "Kcl.Local"
-                    "Kcl.Kinesis"
-                    "kcl-bootstrap"
-                    "kcl-local"
-                ] do
+            for id in packageIds do
                 Assert.True(
                     File.Exists(Path.Combine(packages, sprintf "%s.%s.nupkg" id version)),
                     id + " was not packed"
