@@ -17,13 +17,7 @@ type Kinesalite() =
     let folder =
         Path.Combine(Path.GetTempPath(), "kcl-kinesalite-" + Guid.NewGuid().ToString "N")
 
-    let source =
-        let rec up (folder: DirectoryInfo) =
-            if isNull folder then failwith "the repository root (with Kcl.slnx) was not found above the test binaries"
-            elif File.Exists(Path.Combine(folder.FullName, "Kcl.slnx")) then folder.FullName
-            else up folder.Parent
-
-        Path.Combine(up (DirectoryInfo AppContext.BaseDirectory), "tests", "kinesalite")
+    let source = NodeChild.testsFolder "kinesalite"
 
     let mutable server: Process = null
     let mutable port = 0
@@ -45,20 +39,7 @@ type Kinesalite() =
     interface IAsyncLifetime with
         member _.InitializeAsync() =
             task {
-                Directory.CreateDirectory folder |> ignore
-
-                for file in Directory.GetFiles source do
-                    File.Copy(file, Path.Combine(folder, Path.GetFileName file))
-
-                let! code, printed =
-                    NodeChild.runToEnd
-                        folder
-                        NodeChild.npm
-                        [ "ci"; "--ignore-scripts"; "--no-audit"; "--no-fund"; "--loglevel=error" ]
-                        (TimeSpan.FromMinutes 3.0)
-
-                if code <> 0 then
-                    failwithf "npm ci in %s exited with %d:\n%s" folder code printed
+                do! NodeChild.installCopy source folder ""
 
                 port <- Kinesalite.FreePort()
 

@@ -137,20 +137,44 @@ module internal NodeChild =
                 return child.ExitCode
             })
 
+    /// A folder of the repository's tests/, found from the test binaries.
+    let testsFolder (name: string) =
+        let rec up (folder: DirectoryInfo) =
+            if isNull folder then failwith "the repository root (with Kcl.slnx) was not found above the test binaries"
+            elif File.Exists(Path.Combine(folder.FullName, "Kcl.slnx")) then folder.FullName
+            else up folder.Parent
+
+        Path.Combine(up (DirectoryInfo AppContext.BaseDirectory), "tests", name)
+
+    /// Copies a committed npm folder's files into `folder` and installs them there (`npm ci` from the lock file, no
+    /// install scripts) within 3 minutes; `context` is added to the failure message.
+    let installCopy (source: string) (folder: string) (context: string) =
+        task {
+            Directory.CreateDirectory folder |> ignore
+
+            // Files only: a node_modules left in the source folder by a developer's own install is not copied.
+            for file in Directory.GetFiles source do
+                File.Copy(file, Path.Combine(folder, Path.GetFileName file))
+
+            let command =
+                if File.Exists(Path.Combine(folder, "package-lock.json")) then "ci" else "install"
+
+            let arguments =
+                [ command; "--ignore-scripts"; "--no-audit"; "--no-fund"; "--loglevel=error" ]
+
+            let! code, printed = runToEnd folder npm arguments (TimeSpan.FromMinutes 3.0)
+
+            if code <> 0 then
+                failwithf "npm %s in %s exited with %d%s:\n%s" command folder code context printed
+        }
+
 /// aws-kcl 2.3.2 with tests/node-kcl-processor, installed with `npm ci` into a scratch folder once for the class.
 /// A machine without node or npm fails every test here: CI's machines have both, and a skip would hide a lost check.
 type NodeInstall() =
     let folder =
         Path.Combine(Path.GetTempPath(), "kcl-node-processor-" + Guid.NewGuid().ToString "N")
 
-    let source =
-        let rec up (folder: DirectoryInfo) =
-            if isNull folder then failwith "the repository root (with Kcl.slnx) was not found above the test binaries"
-            elif File.Exists(Path.Combine(folder.FullName, "Kcl.slnx")) then folder.FullName
-            else up folder.Parent
-
-        Path.Combine(up (DirectoryInfo AppContext.BaseDirectory), "tests", "node-kcl-processor")
-    let installTimeout = TimeSpan.FromMinutes 3.0
+    let source = NodeChild.testsFolder "node-kcl-processor"
 
     /// The scratch folder holding processor.js and its node_modules.
     member _.Folder = folder
@@ -158,31 +182,13 @@ type NodeInstall() =
     interface IAsyncLifetime with
         member _.InitializeAsync() =
             task {
-                Directory.CreateDirectory folder |> ignore
-
-                // Files only: a node_modules left in the source folder by a developer's own install is not copied.
-                for file in Directory.GetFiles source do
-                    File.Copy(file, Path.Combine(folder, Path.GetFileName file))
-
                 let! code, version =
-                    NodeChild.runToEnd folder "node" [ "--version" ] (TimeSpan.FromSeconds 30.0)
+                    NodeChild.runToEnd Environment.CurrentDirectory "node" [ "--version" ] (TimeSpan.FromSeconds 30.0)
 
                 if code <> 0 then
                     failwithf "node --version exited with %d: %s" code version
 
-                let command =
-                    if File.Exists(Path.Combine(folder, "package-lock.json")) then
-                        "ci"
-                    else
-                        "install"
-
-                let arguments =
-                    [ command; "--ignore-scripts"; "--no-audit"; "--no-fund"; "--loglevel=error" ]
-
-                let! code, printed = NodeChild.runToEnd folder NodeChild.npm arguments installTimeout
-
-                if code <> 0 then
-                    failwithf "npm %s in %s exited with %d (node %s):\n%s" command folder code (version.Trim()) printed
+                do! NodeChild.installCopy source folder $" (node {version.Trim()})"
             }
             |> ValueTask
 
