@@ -421,17 +421,19 @@ let pipeline () =
             emulator.WaitForExit 5000 |> ignore
 
 /// The whole-process benchmark (bench/ProcessBench): publishes the samples and the bare reference loop, installs the
-/// official Node binding's processor with npm into artifacts/bench/node, and prints the Markdown tables. Arguments
-/// after `--` go to the benchmark, e.g. `bench -- --runs 5 --scale 0.5`.
+/// official Node binding's processor with npm into artifacts/bench/node, builds kcl-local (the C# sample also runs
+/// under it), and prints the Markdown tables. Arguments after `--` go to the benchmark, e.g.
+/// `bench -- --runs 5 --scale 0.5`.
 let bench () =
     samples ()
     exec "dotnet" [ "publish"; "bench/BareLoop/BareLoop.csproj"; "-c"; "Release"; "-o"; "artifacts/bench/bare-loop" ]
     let node = Path.Combine(root, "artifacts", "bench", "node")
     npmInstall (Path.Combine(root, "tests", "node-kcl-processor")) node
 
+    let kclLocal = localTool ()
     let project = Path.Combine("bench", "ProcessBench", "ProcessBench.fsproj")
     exec "dotnet" [ "build"; project; "-c"; "Release" ]
-    exec "dotnet" ([ (projectInfo project).TargetPath; "--root"; root; "--node"; node ] @ runnerArgs)
+    exec "dotnet" ([ (projectInfo project).TargetPath; "--root"; root; "--node"; node; "--local"; kclLocal ] @ runnerArgs)
 
 // The default job when no target is given.
 let mainJob = [ "samples"; "demo" ]

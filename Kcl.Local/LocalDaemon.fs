@@ -313,6 +313,7 @@ module LocalDaemon =
                                         Checkpointed = 0
                                         Redelivered = 0
                                         Bytes = 0L
+                                        Streaming = TimeSpan.Zero
                                         Ending = ShardEnding.AlreadyEnded
                                         ExitCode = None
                                     }

@@ -82,6 +82,9 @@ type ShardResult =
         Redelivered: int
         /// Payload bytes delivered.
         Bytes: int64
+        /// From the first `processRecords` to the child's exit: the steady state, without the child's start-up and
+        /// `initialize`. Zero when no batch was sent.
+        Streaming: TimeSpan
         /// How the run ended.
         Ending: ShardEnding
         /// The child's exit code, if it exited.
@@ -169,7 +172,7 @@ module ShardDriver =
         task {
             let shardId = start.Feed.ShardId
 
-            let result session ending exitCode delivered redelivered bytes cursor =
+            let result session ending exitCode delivered redelivered bytes cursor streaming =
                 let checkpointed =
                     match session |> Option.bind (fun (s: DaemonSession.Session) -> s.Checkpoint) with
                     | Some position when position.IsShardEnd -> cursor - start.Position
@@ -187,6 +190,7 @@ module ShardDriver =
                     Checkpointed = checkpointed
                     Redelivered = redelivered
                     Bytes = bytes
+                    Streaming = streaming
                     Ending = ending
                     ExitCode = exitCode
                 }
@@ -194,7 +198,7 @@ module ShardDriver =
             match ChildProcess.start settings.WorkingDirectory settings.Command with
             | Error reason ->
                 progress.State <- "failed"
-                return result None (ShardEnding.Failed reason) None 0 0 0L start.Position
+                return result None (ShardEnding.Failed reason) None 0 0 0L start.Position TimeSpan.Zero
             | Ok child ->
                 use child = child
 
@@ -239,6 +243,8 @@ module ShardDriver =
                 let mutable idleDue = false
                 let mutable shutdownSent = false
                 let mutable playing = true
+                // A Stopwatch timestamp, 0 until the first batch is written.
+                let mutable streamingSince = 0L
 
                 let exitCode () =
                     if child.HasExited then Some child.ExitCode else None
@@ -315,6 +321,10 @@ module ShardDriver =
                             batches <- batches + 1
 
                         progress.Delivered <- delivered
+
+                        if streamingSince = 0L then
+                            streamingSince <- Stopwatch.GetTimestamp()
+
                         do! send (DaemonMessage.ProcessRecords(records, Some behind))
                     }
 
@@ -408,6 +418,12 @@ module ShardDriver =
                             return child.HasExited
                     }
 
+                let streaming =
+                    if streamingSince = 0L then
+                        TimeSpan.Zero
+                    else
+                        Stopwatch.GetElapsedTime streamingSince
+
                 if not exited && not kill.IsCancellationRequested && not session.DaemonExited then
                     session <- DaemonSession.recordDriverFailure DriverFailure.NoExitAfterEndOfInput session
 
@@ -448,5 +464,5 @@ module ShardDriver =
                     | ShardEnding.LeaseLost -> "lease lost"
                     | _ -> "failed"
 
-                return result (Some session) ending (exitCode ()) delivered redelivered bytes cursor
+                return result (Some session) ending (exitCode ()) delivered redelivered bytes cursor streaming
         }

@@ -54,6 +54,18 @@ type Summary =
         else
             0.0
 
+    /// The longest shard's steady state: from its first batch to its child's exit (`ShardResult.Streaming`).
+    member this.Streaming =
+        this.Shards |> List.fold (fun longest s -> max longest s.Streaming) TimeSpan.Zero
+
+    /// Records delivered per second of the steady state (`Streaming`): the run's rate without the children's
+    /// start-up, as the whole-process benchmark measures a child.
+    member this.StreamingRecordsPerSecond =
+        if this.Streaming.TotalSeconds > 0.0 then
+            float this.Delivered / this.Streaming.TotalSeconds
+        else
+            0.0
+
     /// Payload megabytes (10^6 bytes) delivered per second of the run.
     member this.MegabytesPerSecond =
         if this.Elapsed.TotalSeconds > 0.0 then
@@ -122,6 +134,8 @@ module Summary =
         root["elapsedSeconds"] <- JsonValue.Create(Math.Round(summary.Elapsed.TotalSeconds, 3))
         root["recordsPerSecond"] <- JsonValue.Create(Math.Round(summary.RecordsPerSecond, 1))
         root["megabytesPerSecond"] <- JsonValue.Create(Math.Round(summary.MegabytesPerSecond, 3))
+        root["streamingSeconds"] <- JsonValue.Create(Math.Round(summary.Streaming.TotalSeconds, 3))
+        root["streamingRecordsPerSecond"] <- JsonValue.Create(Math.Round(summary.StreamingRecordsPerSecond, 1))
         let shards = JsonArray()
 
         for s in summary.Shards do
@@ -131,6 +145,7 @@ module Summary =
             node["checkpointed"] <- JsonValue.Create s.Checkpointed
             node["redelivered"] <- JsonValue.Create s.Redelivered
             node["ending"] <- JsonValue.Create(ending s)
+            node["streamingSeconds"] <- JsonValue.Create(Math.Round(s.Streaming.TotalSeconds, 3))
 
             node["checkpoint"] <-
                 (s.Session

@@ -125,3 +125,93 @@ let run (child: Child) (workload: Workload) =
         PeakRssMiB = float fields[2] / 1024.0
         StartupMs = startup
     }
+
+/// One run of a child under kcl-local, as its JSON summary reports it.
+type LocalMeasurement =
+    {
+        Child: string
+        Records: int
+        /// From the first batch to the child's exit (kcl-local's `streamingSeconds`): the steady state.
+        Seconds: float
+        /// The whole kcl-local process: generating the stream, the child's start-up, and the steady state.
+        WallSeconds: float
+    }
+
+    member this.RecordsPerSecond = float this.Records / this.Seconds
+
+/// Runs a child under kcl-local (`dotnet <kclLocal>`) over one shard of `records` generated records of
+/// `recordSize` bytes in batches of `batchSize`, with fresh leases, and reads the steady state from its summary.
+let runLocal (kclLocal: string) (child: Child) (recordSize: int) (batchSize: int) (records: int) =
+    let dir = Directory.CreateTempSubdirectory "kcl-bench-local-"
+
+    try
+        let properties = Path.Combine(dir.FullName, "bench.properties")
+
+        // The child's arguments are not passed: executableName is split on spaces, and the samples take none.
+        File.WriteAllLines(
+            properties,
+            [
+                "executableName = " + child.File
+                "streamName = bench"
+                "applicationName = bench-local"
+                "initialPositionInStream = TRIM_HORIZON"
+                // Required by the properties' validation, as by the daemon's; kcl-local ignores it.
+                "AwsCredentialsProvider = DefaultCredentialsProvider"
+                sprintf "maxRecords = %d" batchSize
+                // The idle wait applies only to a read that found nothing, but 0 keeps it out whatever the source.
+                "idleTimeBetweenReadsInMillis = 0"
+            ]
+        )
+
+        let info =
+            ProcessStartInfo(
+                "dotnet",
+                [
+                    kclLocal
+                    "-p"
+                    properties
+                    "--generate"
+                    string records
+                    "--payload"
+                    string recordSize
+                    "--shards"
+                    "1"
+                    "--state-dir"
+                    dir.FullName
+                    "--fresh"
+                    "--quiet"
+                    "--no-progress"
+                    "--json"
+                ],
+                RedirectStandardOutput = true,
+                RedirectStandardError = true,
+                UseShellExecute = false
+            )
+
+        let clock = Stopwatch.StartNew()
+        use proc = Process.Start info
+        let errors = Collections.Concurrent.ConcurrentQueue<string>()
+        proc.ErrorDataReceived.Add(fun e -> if not (isNull e.Data) then errors.Enqueue e.Data)
+        proc.BeginErrorReadLine()
+        let output = proc.StandardOutput.ReadToEnd()
+        proc.WaitForExit()
+        let wall = clock.Elapsed.TotalSeconds
+
+        if proc.ExitCode <> 0 then
+            failwithf "kcl-local exited with %d: %s %s" proc.ExitCode output (String.Join("\n", errors))
+
+        use summary = System.Text.Json.JsonDocument.Parse output
+        let root = summary.RootElement
+        let delivered = root.GetProperty("delivered").GetInt32()
+
+        if delivered <> records then
+            failwithf "kcl-local delivered %d records of %d" delivered records
+
+        {
+            Child = child.Name
+            Records = records
+            Seconds = root.GetProperty("streamingSeconds").GetDouble()
+            WallSeconds = wall
+        }
+    finally
+        dir.Delete true

@@ -23,6 +23,13 @@ let main argv =
     let runs = int (argument "--runs" "3" args)
     let scale = float (argument "--scale" "1" args)
     let nodeDir = argument "--node" "" args
+    // kcl-local builds to run the C# sample under (repeatable, to compare two builds side by side).
+    let kclLocals =
+        args
+        |> List.pairwise
+        |> List.choose (fun (flag, value) -> if flag = "--local" then Some value else None)
+    // Only what the kcl-local comparison needs: the C# sample, pre-generated and under kcl-local, one workload.
+    let localOnly = List.contains "--local-only" args
     let count (n: int) = max 1000 (int (float n * scale))
 
     let published name =
@@ -31,9 +38,10 @@ let main argv =
     let children =
         [
             { published "samples/csharp-consumer/csharp-consumer" with Name = "csharp-consumer" }
-            { published "samples/fsharp-consumer/fsharp-consumer" with Name = "fsharp-consumer" }
-            { published "bench/bare-loop/bare-loop" with Name = "bare-loop" }
-            if nodeDir <> "" then
+            if not localOnly then
+                { published "samples/fsharp-consumer/fsharp-consumer" with Name = "fsharp-consumer" }
+                { published "bench/bare-loop/bare-loop" with Name = "bare-loop" }
+            if nodeDir <> "" && not localOnly then
                 { Name = "node (aws-kcl)"; File = "node"; Arguments = [ Path.Combine(nodeDir, "processor.js") ] }
         ]
 
@@ -46,10 +54,17 @@ let main argv =
     let workloads =
         [
             create "1 KiB x 500" 1024 500 (count 100_000)
-            create "1 KiB x 500 (2x)" 1024 500 (count 200_000)
-            create "1 KiB x 10000" 1024 10_000 (count 100_000)
-            create "100 B x 500" 100 500 (count 200_000)
+            if not localOnly then
+                create "1 KiB x 500 (2x)" 1024 500 (count 200_000)
+                create "1 KiB x 10000" 1024 10_000 (count 100_000)
+                create "100 B x 500" 100 500 (count 200_000)
         ]
+
+    // The C# sample under kcl-local, over the first workload's records, batch size and record size: run right
+    // after the pre-generated runs of that workload, so that each pair sees the same load on the machine.
+    let localChild = children.Head
+    let localWorkload = workloads.Head
+    let localRuns = kclLocals |> List.map (fun dll -> dll, ResizeArray<LocalMeasurement>())
 
     let results =
         [
@@ -58,6 +73,14 @@ let main argv =
                     for child in children do
                         eprintfn "run %d: %s, %s" run child.Name workload.Name
                         Driver.run child workload
+
+                    if workload.Name = localWorkload.Name then
+                        for dll, measurements in localRuns do
+                            eprintfn "run %d: %s under %s, %s" run localChild.Name dll workload.Name
+
+                            measurements.Add(
+                                Driver.runLocal dll localChild workload.RecordSize workload.BatchSize workload.Records
+                            )
         ]
 
     let summary =
@@ -100,13 +123,46 @@ let main argv =
                 (ratio workload.Name child.Name "node (aws-kcl)")
 
     // Marginal CPU per record: the 2x stream minus the 1x stream, so start-up cancels out.
-    printfn ""
-    printfn "| child | marginal CPU µs/record (200k − 100k) |"
-    printfn "|---|---:|"
+    if not localOnly then
+        printfn ""
+        printfn "| child | marginal CPU µs/record (200k − 100k) |"
+        printfn "|---|---:|"
 
-    for child in children do
-        let one = summary["1 KiB x 500", child.Name]
-        let two = summary["1 KiB x 500 (2x)", child.Name]
-        printfn "| %s | %.2f |" child.Name ((two.Cpu - one.Cpu) * 1e6 / float (two.Records - one.Records))
+        for child in children do
+            let one = summary["1 KiB x 500", child.Name]
+            let two = summary["1 KiB x 500 (2x)", child.Name]
+            printfn "| %s | %.2f |" child.Name ((two.Cpu - one.Cpu) * 1e6 / float (two.Records - one.Records))
+
+    // Issue 6's local daemon target: the C# sample under kcl-local reaches at least 0.70 of its pre-generated rate.
+    if not localRuns.IsEmpty then
+        let pregenerated = summary[localWorkload.Name, localChild.Name]
+
+        printfn ""
+        printfn "| workload | child | kcl-local | pre-generated records/s | under kcl-local records/s | ratio | paired ratio | kcl-local wall s |"
+        printfn "|---|---|---|---:|---:|---:|---:|---:|"
+
+        for dll, measurements in localRuns do
+            let local = median (measurements |> Seq.map _.RecordsPerSecond)
+
+            // Each kcl-local run against the pre-generated run of the same round: the load on the machine drifts
+            // less within a round than across the whole benchmark.
+            let paired =
+                results
+                |> List.filter (fun m -> m.Workload = localWorkload.Name && m.Child = localChild.Name)
+                |> List.map _.RecordsPerSecond
+                |> List.zip (List.ofSeq measurements)
+                |> List.map (fun (l, p) -> l.RecordsPerSecond / p)
+                |> median
+
+            printfn
+                "| %s | %s | %s | %.0f | %.0f | %.2f | %.2f | %.1f |"
+                localWorkload.Name
+                localChild.Name
+                (if localRuns.Length = 1 then "kcl-local" else dll)
+                pregenerated.RecordsPerSecond
+                local
+                (local / pregenerated.RecordsPerSecond)
+                paired
+                (median (measurements |> Seq.map _.WallSeconds))
 
     0
