@@ -4,7 +4,6 @@
 *)
 module internal Kcl.Core.DaemonSessionState
 
-open System.Text
 open Kcl.Core.DaemonRules
 
 /// What an action allows, after legacy `shutdown` reasons are mapped to their modern equivalents.
@@ -104,9 +103,7 @@ let kindOf (message: DaemonMessage) =
     | DaemonMessage.CheckpointReply _ -> None
 
 let encodeLine (session: State) (message: DaemonMessage) =
-    Array.append
-        (Json.encodeDaemonMessage session.Settings.Charset message)
-        (Encoding.ASCII.GetBytes session.Settings.LineSeparator)
+    DaemonLine.encode session.Settings.Charset session.Settings.LineSeparator message
 
 let lastAction (session: State) =
     match session.Phase, session.SentRev with

@@ -1,0 +1,191 @@
+(*
+    The daemon's lines as bytes, for drivers that send many large batches (kcl-local). `Json.encodeDaemonMessage` is
+    the reference: it builds the text, then encodes it, then the separator is appended, three copies of a batch that
+    may be megabytes. A `processRecords` whose strings need no escaping and are ASCII (every one a generator or a real
+    stream gives: digits, base64 and plain partition keys) is written here straight into one array of its exact
+    length, with the same bytes. Anything else goes through the reference, so the output never differs from it.
+*)
+module internal Kcl.Core.DaemonLine
+
+open System
+open System.Buffers.Text
+open System.Text
+
+// Field order and spelling as Json.appendRecord writes them (JsonFriendlyRecord's declaration order).
+let private recordsOpen = "{\"action\":\"processRecords\",\"records\":["B
+let private dataOpen = "{\"data\":\""B
+let private dataNull = "{\"data\":null"B
+let private partitionKeyField = ",\"partitionKey\":"B
+let private sequenceNumberField = ",\"sequenceNumber\":"B
+let private arrivalField = ",\"approximateArrivalTimestamp\":"B
+let private subSequenceField = ",\"subSequenceNumber\":"B
+let private recordClose = ",\"action\":\"record\"}"B
+let private recordsClose = "],\"millisBehindLatest\":"B
+let private nullWord = "null"B
+
+// A string that Jackson writes as itself between quotes and that both charsets encode byte for byte: printable
+// ASCII without `"` or `\`.
+let private isPlain (text: string) =
+    not (isNull text)
+    && text.AsSpan().IndexOfAnyExceptInRange(' ', '~') < 0
+    && text.AsSpan().IndexOfAny('"', '\\') < 0
+
+let private digitCount (value: int64) =
+    if value = Int64.MinValue then
+        20
+    else
+        let mutable n = if value < 0L then 2 else 1
+        let mutable rest = abs value
+
+        while rest >= 10L do
+            rest <- rest / 10L
+            n <- n + 1
+
+        n
+
+let private optionalLength (value: int64 option) =
+    match value with
+    | Some number -> digitCount number
+    | None -> nullWord.Length
+
+let private arrivalLength (arrival: DateTimeOffset option) =
+    match arrival with
+    | Some time -> digitCount (time.ToUnixTimeMilliseconds())
+    | None -> nullWord.Length
+
+let private quotedLength (text: string) = text.Length + 2
+
+let private plainRecord (record: Record) =
+    isPlain record.SequenceNumber.Value
+    && (isNull record.PartitionKey || isPlain record.PartitionKey)
+
+let private recordLength (record: Record) =
+    let data =
+        if isNull record.Data then
+            dataNull.Length
+        else
+            dataOpen.Length + Base64.GetMaxEncodedToUtf8Length record.Data.Length + 1
+
+    let partitionKey =
+        if isNull record.PartitionKey then
+            nullWord.Length
+        else
+            quotedLength record.PartitionKey
+
+    data
+    + partitionKeyField.Length
+    + partitionKey
+    + sequenceNumberField.Length
+    + quotedLength record.SequenceNumber.Value
+    + arrivalField.Length
+    + arrivalLength record.ApproximateArrivalTimestamp
+    + subSequenceField.Length
+    + digitCount record.SubSequenceNumber
+    + recordClose.Length
+
+/// Writes into a span that was sized for exactly what goes in it.
+type private Writer(buffer: byte[]) =
+    let mutable position = 0
+
+    member _.Position = position
+
+    member _.Bytes(bytes: byte[]) =
+        bytes.CopyTo(buffer, position)
+        position <- position + bytes.Length
+
+    member _.Byte(value: byte) =
+        buffer[position] <- value
+        position <- position + 1
+
+    member _.Ascii(text: string) =
+        position <- position + Encoding.ASCII.GetBytes(text.AsSpan(), buffer.AsSpan position)
+
+    member this.Quoted(text: string) =
+        this.Byte '"'B
+        this.Ascii text
+        this.Byte '"'B
+
+    member _.Number(value: int64) =
+        let mutable written = 0
+        Utf8Formatter.TryFormat(value, buffer.AsSpan position, &written) |> ignore
+        position <- position + written
+
+    member this.Optional(value: int64 option) =
+        match value with
+        | Some number -> this.Number number
+        | None -> this.Bytes nullWord
+
+    member _.Base64(data: byte[]) =
+        let mutable consumed = 0
+        let mutable written = 0
+        Base64.EncodeToUtf8(ReadOnlySpan data, buffer.AsSpan position, &consumed, &written) |> ignore
+        position <- position + written
+
+let private writeRecord (writer: Writer) (record: Record) =
+    if isNull record.Data then
+        writer.Bytes dataNull
+    else
+        writer.Bytes dataOpen
+        writer.Base64 record.Data
+        writer.Byte '"'B
+
+    writer.Bytes partitionKeyField
+
+    if isNull record.PartitionKey then
+        writer.Bytes nullWord
+    else
+        writer.Quoted record.PartitionKey
+
+    writer.Bytes sequenceNumberField
+    writer.Quoted record.SequenceNumber.Value
+    writer.Bytes arrivalField
+    match record.ApproximateArrivalTimestamp with
+    | Some time -> writer.Number(time.ToUnixTimeMilliseconds())
+    | None -> writer.Bytes nullWord
+
+    writer.Bytes subSequenceField
+    writer.Number record.SubSequenceNumber
+    writer.Bytes recordClose
+
+let private reference charset (separator: string) message =
+    Array.append (Json.encodeDaemonMessage charset message) (Encoding.ASCII.GetBytes separator)
+
+/// The line the daemon writes for the message: its JSON exactly as `Json.encodeDaemonMessage` gives it, then the
+/// separator, in one array.
+let encode (charset: Json.DaemonCharset) (separator: string) (message: DaemonMessage) : byte[] =
+    match message with
+    | DaemonMessage.ProcessRecords(records, millisBehindLatest) when
+        Ascii.IsValid separator && Array.forall plainRecord records
+        ->
+        let mutable length =
+            recordsOpen.Length
+            + max 0 (records.Length - 1)
+            + recordsClose.Length
+            + optionalLength millisBehindLatest
+            + 1
+            + separator.Length
+
+        for record in records do
+            length <- length + recordLength record
+
+        let line = Array.zeroCreate<byte> length
+        let writer = Writer line
+        writer.Bytes recordsOpen
+
+        for i in 0 .. records.Length - 1 do
+            if i > 0 then
+                writer.Byte ','B
+
+            writeRecord writer records[i]
+
+        writer.Bytes recordsClose
+        writer.Optional millisBehindLatest
+        writer.Byte '}'B
+        writer.Ascii separator
+
+        // The lengths above are exact; a mismatch is a bug here, never a reason to send a padded line.
+        if writer.Position <> length then
+            invalidOp (sprintf "DaemonLine: wrote %d bytes of a %d-byte line" writer.Position length)
+
+        line
+    | _ -> reference charset separator message
