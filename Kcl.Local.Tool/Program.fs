@@ -109,12 +109,16 @@ let private run (args: ParseResults<Argument>) =
                         else
                             None
 
+                    // Read once: Argu's Contains reads a quotation on every call, and this runs for every line a
+                    // child logs.
+                    let quiet = args.Contains Quiet
+
                     let childStderr shardId (line: string) =
                         match childLog with
-                        | Some log -> log.WriteLine(sprintf "[%s] %s" shardId line)
+                        | Some log -> log.WriteLine("[" + shardId + "] " + line)
                         | None ->
-                            if not (args.Contains Quiet) then
-                                eprintfn "[%s] %s" shardId line
+                            if not quiet then
+                                Console.Error.WriteLine("[" + shardId + "] " + line)
 
                     let settings =
                         { RunSettings.Create(config, stateDir, source, shards) with

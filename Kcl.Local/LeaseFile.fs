@@ -6,9 +6,13 @@
 namespace Kcl.Local
 
 open System
+open System.Collections.Generic
 open System.IO
 open System.Text.Json
 open System.Text.Json.Nodes
+open System.Threading
+open System.Threading.Channels
+open System.Threading.Tasks
 
 /// One shard's lease.
 type LeaseEntry =
@@ -104,3 +108,78 @@ module LeaseFile =
             stream.Flush(true)
 
         File.Move(temporary, file, true)
+
+/// A run's leases in memory, saved to the lease file in the background: a driver's update costs a dictionary write,
+/// not a file write and an fsync on the path between two batches. Saves coalesce (each one writes the newest
+/// entries) and are at least `interval` apart, and `CompleteAsync` writes the final state before the run returns,
+/// so only a daemon killed with SIGKILL can leave the file behind the run, by at most about `interval`: the records
+/// after the stored checkpoint are then delivered again, as after any crash.
+[<Sealed>]
+type internal LeaseTable(file: string, applicationName: string, stored: LeaseEntry seq, interval: TimeSpan) =
+    let leases = Dictionary<string, LeaseEntry>()
+
+    do
+        for entry in stored do
+            leases[entry.ShardId] <- entry
+
+    let gate = obj ()
+
+    // One pending wake-up at most: updates made while a save runs are picked up by the next one.
+    let wake =
+        Channel.CreateBounded<unit>(BoundedChannelOptions(1, FullMode = BoundedChannelFullMode.DropWrite))
+
+    let save () =
+        LeaseFile.save file applicationName (lock gate (fun () -> List.ofSeq leases.Values))
+
+    let closing = new CancellationTokenSource()
+
+    let writer =
+        Task.Run<unit>(fun () ->
+            task {
+                while! wake.Reader.WaitToReadAsync() do
+                    wake.Reader.TryRead() |> ignore
+                    save ()
+
+                    try
+                        do! Task.Delay(interval, closing.Token)
+                    with :? OperationCanceledException ->
+                        ()
+            })
+
+    /// A table saved at most every 100 ms.
+    new(file, applicationName, stored) = LeaseTable(file, applicationName, stored, TimeSpan.FromMilliseconds 100.0)
+
+    /// The entry of a shard, if the table has one.
+    member _.TryFind(shardId: string) =
+        lock gate (fun () ->
+            match leases.TryGetValue shardId with
+            | true, entry -> Some entry
+            | _ -> None)
+
+    /// Sets an entry without saving (the run saves once when every shard's entry is set).
+    member _.Set(entry: LeaseEntry) =
+        lock gate (fun () -> leases[entry.ShardId] <- entry)
+
+    /// Saves now, on the caller's thread.
+    member _.Save() = save ()
+
+    /// Changes a shard's entry; the file follows in the background.
+    member _.Update(shardId: string, change: LeaseEntry -> LeaseEntry) =
+        lock gate (fun () -> leases[shardId] <- change leases[shardId])
+        wake.Writer.TryWrite() |> ignore
+
+    /// Stops the background saves and writes the final entries; a failure to write is raised here.
+    member _.CompleteAsync() : Task =
+        task {
+            wake.Writer.TryComplete() |> ignore
+            closing.Cancel()
+
+            try
+                do! writer
+            with _ ->
+                // The final save below writes the same entries, and raises what went wrong.
+                ()
+
+            closing.Dispose()
+            save ()
+        }

@@ -192,17 +192,8 @@ module LocalDaemon =
                 match listed |> Result.bind (fun _ -> fill settings feeds) with
                 | Error problem -> return Error problem
                 | Ok filling ->
-                    let leases =
-                        Collections.Generic.Dictionary<string, LeaseEntry>(
-                            stored |> Seq.map (fun e -> Collections.Generic.KeyValuePair(e.ShardId, e))
-                        )
-
-                    let gate = obj ()
-
-                    let update shardId change =
-                        lock gate (fun () ->
-                            leases[shardId] <- change leases[shardId]
-                            LeaseFile.save leaseFile config.ApplicationName leases.Values)
+                    let leases = LeaseTable(leaseFile, config.ApplicationName, stored)
+                    let update shardId change = leases.Update(shardId, change)
 
                     let starts =
                         feeds
@@ -210,9 +201,8 @@ module LocalDaemon =
                             let present = feed.Count
 
                             let entry =
-                                match leases.TryGetValue feed.ShardId with
-                                | true, entry -> entry
-                                | _ ->
+                                leases.TryFind feed.ShardId
+                                |> Option.defaultValue
                                     {
                                         ShardId = feed.ShardId
                                         Checkpoint = config.InitialPosition.WireName
@@ -220,7 +210,7 @@ module LocalDaemon =
                                         HighestDelivered = None
                                     }
 
-                            leases[feed.ShardId] <- entry
+                            leases.Set entry
 
                             let position =
                                 match entry.Checkpoint with
@@ -240,7 +230,7 @@ module LocalDaemon =
                                 PreviouslyDelivered = previously
                             })
 
-                    lock gate (fun () -> LeaseFile.save leaseFile config.ApplicationName leases.Values)
+                    leases.Save()
 
                     let driver =
                         {
@@ -328,6 +318,8 @@ module LocalDaemon =
                         do! pollers.WaitAsync(TimeSpan.FromSeconds 10.0)
                     with _ ->
                         ()
+
+                    do! leases.CompleteAsync()
 
                     if filling.IsCompleted |> not then
                         settings.Log "the input was not read to its end"

@@ -381,12 +381,15 @@ module ShardDriver =
                         | None -> fail DriverFailure.TimedOut
                         | Some null -> do! childGone ()
                         | Some line ->
-                            let before = session.Checkpoints.Length
+                            let before = session.Checkpoint
                             let next, outcome = DaemonSession.receive line session
                             session <- next
 
-                            if session.Checkpoints.Length > before then
-                                hooks.Checkpointed shardId (List.last session.Checkpoints).Position
+                            // Only a changed checkpoint is news to the lease table (a repeat of the same position
+                            // is a silent success). Not `Checkpoints`: that list is rebuilt on every read.
+                            match session.Checkpoint with
+                            | Some position when session.Checkpoint <> before -> hooks.Checkpointed shardId position
+                            | _ -> ()
 
                             if outcome.ReplyBytes.Length > 0 then
                                 let! written = write outcome.ReplyBytes

@@ -7,6 +7,7 @@
 module Kcl.Local.Shards
 
 open System
+open System.Globalization
 open System.Numerics
 open System.Security.Cryptography
 open System.Text
@@ -39,7 +40,10 @@ let shardOf (shards: int) (partitionKey: string) =
 /// The sequence number of the `ordinal`-th (1-based) record of a shard: 56 digits, like real ones, so that every
 /// number of a run has the same length and numeric order is also text order.
 let sequenceNumber (shardIndex: int) (ordinal: int64) =
-    sprintf "49%06d%048d" shardIndex ordinal
+    // Not sprintf: this runs once per record of a generated stream, and sprintf costs microseconds.
+    "49"
+    + shardIndex.ToString("D6", CultureInfo.InvariantCulture)
+    + ordinal.ToString("D48", CultureInfo.InvariantCulture)
 
 /// Compares two digit strings numerically.
 let compareDigits (a: string) (b: string) =

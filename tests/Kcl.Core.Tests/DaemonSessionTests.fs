@@ -1126,3 +1126,68 @@ let ``random garbage lines and bytes never throw, and each is recorded`` () =
                     let after, _ = DaemonSession.receiveBytes bytes after
                     Assert.Equal(session.Lines.Length + 2, after.Lines.Length))
     )
+
+// ---- the bytes of a processRecords line ---------------------------------------------------------------------------
+
+// Records of every shape the encoder has to tell apart: plain keys (its own path), keys with quotes, backslashes,
+// control characters, non-ASCII and lone surrogates (the reference's path), null data and keys, no arrival time,
+// negative and extreme numbers.
+let private anyRecord =
+    gen {
+        let! key =
+            Gen.oneof
+                [
+                    Gen.elements [ "pk"; "pk-1"; ""; "a b~!"; null ]
+                    Gen.elements [ "q\"uote"; "back\\slash"; "tab\t"; "ключ"; "\ud800"; "😀"; "\u007f" ]
+                ]
+
+        let! data = Gen.oneof [ Gen.arrayOf (Gen.choose (0, 255) |> Gen.map byte); Gen.constant null ]
+        let! digits = Gen.choose (1, 999999)
+        let! sub = Gen.elements [ 0L; 7L; -1L; Int64.MaxValue; Int64.MinValue ]
+
+        let! arrival =
+            Gen.elements
+                [
+                    None
+                    Some(DateTimeOffset.FromUnixTimeMilliseconds 0L)
+                    Some(DateTimeOffset.FromUnixTimeMilliseconds 1700000000123L)
+                    Some DateTimeOffset.MinValue
+                ]
+
+        return
+            {
+                Data = data
+                PartitionKey = key
+                SequenceNumber = SequenceNumber.parse (A + string digits)
+                SubSequenceNumber = sub
+                ApproximateArrivalTimestamp = arrival
+            }
+    }
+
+[<Fact>]
+let ``a processRecords line is the reference encoding plus the separator, whatever the records and charset`` () =
+    let batch =
+        gen {
+            let! records = Gen.arrayOf anyRecord
+            let! behind = Gen.elements [ None; Some 0L; Some 12345L; Some -1L ]
+            let! charset = Gen.elements [ Json.DaemonCharset.Utf8; Json.DaemonCharset.PosixAscii ]
+            let! separator = Gen.elements [ "\n"; "\r\n" ]
+            return DaemonMessage.ProcessRecords(records, behind), charset, separator
+        }
+
+    Check.One(
+        Config.QuickThrowOnFailure.WithMaxTest 500,
+        Prop.forAll (Arb.fromGen batch) (fun (message, charset, separator) ->
+            let options =
+                { SessionOptions.Create shard with
+                    Charset = charset
+                    LineSeparator = separator
+                }
+
+            let _, line = DaemonSession.send message (DaemonSession.create options)
+
+            let expected =
+                Array.append (Json.encodeDaemonMessage charset message) (Encoding.ASCII.GetBytes separator)
+
+            Assert.Equal<byte[]>(expected, line))
+    )

@@ -269,6 +269,43 @@ let ``A lease file is written atomically and replaces the previous one`` () =
     Assert.Equal(Ok [], LeaseFile.load (IO.Path.Combine(dir, "none.json")))
 
 [<Fact>]
+let ``A lease table saves its updates in the background and its final state when it completes`` () =
+    task {
+        let dir = Helpers.tempDir ()
+        let file = LeaseFile.path dir "app"
+
+        let entry shard =
+            {
+                ShardId = Shards.shardId shard
+                Checkpoint = "TRIM_HORIZON"
+                SubSequenceNumber = 0L
+                HighestDelivered = None
+            }
+
+        let table = LeaseTable(file, "app", [ entry 0 ], TimeSpan.FromMilliseconds 50.0)
+        table.Set(entry 1)
+        table.Save()
+        Assert.Equal(Ok [ entry 0; entry 1 ], LeaseFile.load file)
+
+        // Many updates in a burst: the saves coalesce, and the last one wins.
+        for n in 1..200 do
+            table.Update(Shards.shardId 1, fun e -> { e with Checkpoint = Shards.sequenceNumber 1 (int64 n) })
+
+        // Written without CompleteAsync, by the background saves (polled, for a loaded machine).
+        let last = { entry 1 with Checkpoint = Shards.sequenceNumber 1 200L }
+        let clock = Diagnostics.Stopwatch.StartNew()
+
+        while LeaseFile.load file <> Ok [ entry 0; last ] && clock.Elapsed < TimeSpan.FromSeconds 30.0 do
+            do! Threading.Tasks.Task.Delay 20
+
+        Assert.Equal(Ok [ entry 0; last ], LeaseFile.load file)
+        table.Update(Shards.shardId 0, fun e -> { e with Checkpoint = "SHARD_END" })
+        do! table.CompleteAsync()
+        Assert.Equal(Ok [ { entry 0 with Checkpoint = "SHARD_END" }; last ], LeaseFile.load file)
+        Assert.Equal(Some last, table.TryFind(Shards.shardId 1))
+    }
+
+[<Fact>]
 let ``Fault specs read NAME, COUNT and FROM with their defaults`` () =
     Assert.Equal(Ok(FaultRule.Times(CheckpointError.Throttling, 1, 2)), FaultSpec.parse "ThrottlingException:2")
     Assert.Equal(Ok(FaultRule.Always(CheckpointError.Shutdown, 3)), FaultSpec.parse "ShutdownException:*@3")

@@ -117,6 +117,10 @@ let ``A violation exits 1 and the JSON summary names it`` () =
         Assert.False(json.RootElement.GetProperty("clean").GetBoolean())
         let finding = json.RootElement.GetProperty("findings").[0]
         Assert.Equal("MissingShardEndCheckpoint", finding.GetProperty("kind").GetString())
+        // The steady state, from the first batch to the child's exit, lies within the whole run.
+        let streaming = json.RootElement.GetProperty("streamingSeconds").GetDouble()
+        Assert.InRange(streaming, 0.0, json.RootElement.GetProperty("elapsedSeconds").GetDouble())
+        Assert.True(json.RootElement.GetProperty("streamingRecordsPerSecond").GetDouble() > 0.0)
     }
 
 [<Fact>]
