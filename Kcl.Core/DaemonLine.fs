@@ -118,7 +118,10 @@ type private Writer(buffer: byte[]) =
     member _.Base64(data: byte[]) =
         let mutable consumed = 0
         let mutable written = 0
-        Base64.EncodeToUtf8(ReadOnlySpan data, buffer.AsSpan position, &consumed, &written) |> ignore
+
+        Base64.EncodeToUtf8(ReadOnlySpan data, buffer.AsSpan position, &consumed, &written)
+        |> ignore
+
         position <- position + written
 
 let private writeRecord (writer: Writer) (record: Record) =
@@ -139,6 +142,7 @@ let private writeRecord (writer: Writer) (record: Record) =
     writer.Bytes sequenceNumberField
     writer.Quoted record.SequenceNumber.Value
     writer.Bytes arrivalField
+
     match record.ApproximateArrivalTimestamp with
     | Some time -> writer.Number(time.ToUnixTimeMilliseconds())
     | None -> writer.Bytes nullWord

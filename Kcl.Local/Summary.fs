@@ -56,7 +56,8 @@ type Summary =
 
     /// The longest shard's steady state: from its first batch to its child's exit (`ShardResult.Streaming`).
     member this.Streaming =
-        this.Shards |> List.fold (fun longest s -> max longest s.Streaming) TimeSpan.Zero
+        this.Shards
+        |> List.fold (fun longest s -> max longest s.Streaming) TimeSpan.Zero
 
     /// Records delivered per second of the steady state (`Streaming`): the run's rate without the children's
     /// start-up, as the whole-process benchmark measures a child.

@@ -1141,7 +1141,9 @@ let private anyRecord =
                     Gen.elements [ "q\"uote"; "back\\slash"; "tab\t"; "ключ"; "\ud800"; "😀"; "\u007f" ]
                 ]
 
-        let! data = Gen.oneof [ Gen.arrayOf (Gen.choose (0, 255) |> Gen.map byte); Gen.constant null ]
+        let! data =
+            Gen.oneof [ Gen.arrayOf (Gen.choose (0, 255) |> Gen.map byte); Gen.constant null ]
+
         let! digits = Gen.choose (1, 999999)
         let! sub = Gen.elements [ 0L; 7L; -1L; Int64.MaxValue; Int64.MinValue ]
 
@@ -1170,7 +1172,10 @@ let ``a processRecords line is the reference encoding plus the separator, whatev
         gen {
             let! records = Gen.arrayOf anyRecord
             let! behind = Gen.elements [ None; Some 0L; Some 12345L; Some -1L ]
-            let! charset = Gen.elements [ Json.DaemonCharset.Utf8; Json.DaemonCharset.PosixAscii ]
+
+            let! charset =
+                Gen.elements [ Json.DaemonCharset.Utf8; Json.DaemonCharset.PosixAscii ]
+
             let! separator = Gen.elements [ "\n"; "\r\n" ]
             return DaemonMessage.ProcessRecords(records, behind), charset, separator
         }

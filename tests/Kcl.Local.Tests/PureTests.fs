@@ -289,19 +289,41 @@ let ``A lease table saves its updates in the background and its final state when
 
         // Many updates in a burst: the saves coalesce, and the last one wins.
         for n in 1..200 do
-            table.Update(Shards.shardId 1, fun e -> { e with Checkpoint = Shards.sequenceNumber 1 (int64 n) })
+            table.Update(
+                Shards.shardId 1,
+                fun e ->
+                    { e with
+                        Checkpoint = Shards.sequenceNumber 1 (int64 n)
+                    }
+            )
 
         // Written without CompleteAsync, by the background saves (polled, for a loaded machine).
-        let last = { entry 1 with Checkpoint = Shards.sequenceNumber 1 200L }
+        let last =
+            { entry 1 with
+                Checkpoint = Shards.sequenceNumber 1 200L
+            }
+
         let clock = Diagnostics.Stopwatch.StartNew()
 
-        while LeaseFile.load file <> Ok [ entry 0; last ] && clock.Elapsed < TimeSpan.FromSeconds 30.0 do
+        while LeaseFile.load file <> Ok [ entry 0; last ]
+              && clock.Elapsed < TimeSpan.FromSeconds 30.0 do
             do! Threading.Tasks.Task.Delay 20
 
         Assert.Equal(Ok [ entry 0; last ], LeaseFile.load file)
         table.Update(Shards.shardId 0, fun e -> { e with Checkpoint = "SHARD_END" })
         do! table.CompleteAsync()
-        Assert.Equal(Ok [ { entry 0 with Checkpoint = "SHARD_END" }; last ], LeaseFile.load file)
+
+        Assert.Equal(
+            Ok
+                [
+                    { entry 0 with
+                        Checkpoint = "SHARD_END"
+                    }
+                    last
+                ],
+            LeaseFile.load file
+        )
+
         Assert.Equal(Some last, table.TryFind(Shards.shardId 1))
     }
 
