@@ -16,6 +16,14 @@ let private argument name fallback (args: string list) =
     | _ :: value :: _ -> value
     | _ -> fallback
 
+let private extraChildren (args: string list) =
+    args
+    |> List.pairwise
+    |> List.choose (fun (option, value) ->
+        match option, value.Split('=', 2) with
+        | "--child", [| name; file |] -> Some(name, file)
+        | _ -> None)
+
 [<EntryPoint>]
 let main argv =
     let args = List.ofArray argv
@@ -24,6 +32,11 @@ let main argv =
     let scale = float (argument "--scale" "1" args)
     let nodeDir = argument "--node" "" args
     let count (n: int) = max 1000 (int (float n * scale))
+    // Comma-separated names to keep, for quick experiments: `--only-children bare-loop,csharp-consumer`.
+    let keep option (name: string) =
+        match argument option "" args with
+        | "" -> true
+        | names -> names.Split ',' |> Array.contains name
 
     let published name =
         { Name = name; File = Path.Combine(root, "artifacts", name); Arguments = [] }
@@ -35,7 +48,12 @@ let main argv =
             { published "bench/bare-loop/bare-loop" with Name = "bare-loop" }
             if nodeDir <> "" then
                 { Name = "node (aws-kcl)"; File = "node"; Arguments = [ Path.Combine(nodeDir, "processor.js") ] }
+            // Extra children for experiments, e.g. a sample published with other runtime settings:
+            // `--child tc-off=/path/to/csharp-consumer` (repeatable).
+            for name, file in extraChildren args do
+                { Name = name; File = file; Arguments = [] }
         ]
+        |> List.filter (fun child -> keep "--only-children" child.Name)
 
     for child in children do
         if Path.IsPathRooted child.File && not (File.Exists child.File) then
@@ -50,6 +68,7 @@ let main argv =
             create "1 KiB x 10000" 1024 10_000 (count 100_000)
             create "100 B x 500" 100 500 (count 200_000)
         ]
+        |> List.filter (fun workload -> keep "--only-workloads" workload.Name)
 
     let results =
         [
@@ -105,8 +124,9 @@ let main argv =
     printfn "|---|---:|"
 
     for child in children do
-        let one = summary["1 KiB x 500", child.Name]
-        let two = summary["1 KiB x 500 (2x)", child.Name]
-        printfn "| %s | %.2f |" child.Name ((two.Cpu - one.Cpu) * 1e6 / float (two.Records - one.Records))
+        match Map.tryFind ("1 KiB x 500", child.Name) summary, Map.tryFind ("1 KiB x 500 (2x)", child.Name) summary with
+        | Some one, Some two ->
+            printfn "| %s | %.2f |" child.Name ((two.Cpu - one.Cpu) * 1e6 / float (two.Records - one.Records))
+        | _ -> ()
 
     0
