@@ -427,7 +427,7 @@ let bench () =
     samples ()
     exec "dotnet" [ "publish"; "bench/BareLoop/BareLoop.csproj"; "-c"; "Release"; "-o"; "artifacts/bench/bare-loop" ]
     let node = Path.Combine(root, "artifacts", "bench", "node")
-    npmInstall (Path.Combine(root, "tests", "node-kcl-processor")) node
+    npmInstall (Path.Combine(root, "bench", "NodeProcessor")) node
 
     let project = Path.Combine("bench", "ProcessBench", "ProcessBench.fsproj")
     exec "dotnet" [ "build"; project; "-c"; "Release" ]

@@ -327,15 +327,20 @@ module Interpreter =
                 let run () =
                     handler.Handle(callback, checkpointerFor action, stop.Token)
 
+                // The callback runs on the thread pool, never on the loop. Its end is posted from the thread it ended
+                // on (ExecuteSynchronously): only a post, so no user code runs there.
                 Task
-                    .Run<unit>(fun () -> task { do! run () })
-                    .ContinueWith(fun (finished: Task) ->
-                        if finished.IsCompletedSuccessfully then
-                            post (Lifecycle.Input.CallbackReturned action)
-                        elif finished.IsCanceled then
-                            post (Lifecycle.Input.CallbackFailed(action, failureOf (OperationCanceledException())))
-                        else
-                            post (Lifecycle.Input.CallbackFailed(action, failureOf finished.Exception)))
+                    .Run(Func<Task> run)
+                    .ContinueWith(
+                        (fun (finished: Task) ->
+                            if finished.IsCompletedSuccessfully then
+                                post (Lifecycle.Input.CallbackReturned action)
+                            elif finished.IsCanceled then
+                                post (Lifecycle.Input.CallbackFailed(action, failureOf (OperationCanceledException())))
+                            else
+                                post (Lifecycle.Input.CallbackFailed(action, failureOf finished.Exception))),
+                        TaskContinuationOptions.ExecuteSynchronously
+                    )
                 |> ignore
 
             let waitThenRetry (backoff: Backoff) =
