@@ -428,7 +428,7 @@ let bench () =
     samples ()
     exec "dotnet" [ "publish"; "bench/BareLoop/BareLoop.csproj"; "-c"; "Release"; "-o"; "artifacts/bench/bare-loop" ]
     let node = Path.Combine(root, "artifacts", "bench", "node")
-    npmInstall (Path.Combine(root, "tests", "node-kcl-processor")) node
+    npmInstall (Path.Combine(root, "bench", "NodeProcessor")) node
 
     let kclLocal = localTool ()
     let project = Path.Combine("bench", "ProcessBench", "ProcessBench.fsproj")

@@ -6,6 +6,7 @@
 namespace Kcl.Core
 
 open System
+open System.Buffers
 open System.Collections.Concurrent
 open System.IO
 open System.Threading
@@ -27,55 +28,146 @@ type IActionHandler =
     abstract Handle:
         callback: Lifecycle.Callback * checkpointer: Checkpointer * cancellationToken: CancellationToken -> Task
 
+/// A piece of a line too long for the reader's buffer: the line is handed on as a chain of these, never copied into
+/// one array, so a 14 MB line costs its own size and not a run of doubling copies.
+[<Sealed; AllowNullLiteral>]
+type internal LineSegment(memory: ReadOnlyMemory<byte>, runningIndex: int64) as this =
+    inherit ReadOnlySequenceSegment<byte>()
+
+    do
+        this.Memory <- memory
+        this.RunningIndex <- runningIndex
+
+    /// Links the next piece after this one and returns it.
+    member this.Append(next: ReadOnlyMemory<byte>) =
+        let segment = LineSegment(next, runningIndex + int64 memory.Length)
+        this.Next <- segment
+        segment
+
 /// Reads lines of any length from a stream, as bytes; `\n` ends a line and a `\r` before it is dropped.
 [<Sealed>]
-type internal LineReader(stream: Stream) =
-    let mutable buffer: byte[] = Array.zeroCreate 65536
+type internal LineReader(stream: Stream, bufferSize: int) =
+    let mutable buffer: byte[] = Array.zeroCreate bufferSize
     let mutable start = 0
     let mutable finish = 0
     let mutable scanned = 0
     let mutable ended = false
+    // The full buffers of the line being read, when it is longer than one buffer.
+    let pieces = ResizeArray<byte[]>()
 
-    /// The next line, or None at the end of the stream. The memory is valid until the next call.
-    member _.ReadLineAsync(cancellationToken: CancellationToken) : Task<ReadOnlyMemory<byte> voption> =
+    /// The line made of the pieces so far and `length` bytes of the buffer from `start`, without a trailing `\r`.
+    let assemble (length: int) (dropCarriageReturn: bool) =
+        if pieces.Count = 0 then
+            let length =
+                if dropCarriageReturn && length > 0 && buffer[start + length - 1] = 13uy then
+                    length - 1
+                else
+                    length
+
+            ReadOnlySequence<byte>(buffer, start, length)
+        else
+            let parts = ResizeArray<ReadOnlyMemory<byte>>(pieces.Count + 1)
+
+            for piece in pieces do
+                parts.Add(ReadOnlyMemory piece)
+
+            if length > 0 then
+                parts.Add(ReadOnlyMemory<byte>(buffer, start, length))
+
+            pieces.Clear()
+
+            // The `\r` may be the last byte of the previous piece when the newline starts a buffer.
+            if dropCarriageReturn then
+                let last = parts[parts.Count - 1]
+
+                if last.Span[last.Length - 1] = 13uy then
+                    if last.Length = 1 then
+                        parts.RemoveAt(parts.Count - 1)
+                    else
+                        parts[parts.Count - 1] <- last.Slice(0, last.Length - 1)
+
+            if parts.Count = 1 then
+                ReadOnlySequence<byte>(parts[0])
+            else
+                let first = LineSegment(parts[0], 0L)
+                let mutable lastSegment = first
+
+                for i in 1 .. parts.Count - 1 do
+                    lastSegment <- lastSegment.Append parts[i]
+
+                ReadOnlySequence<byte>(first, 0, lastSegment, lastSegment.Memory.Length)
+
+    new(stream) = LineReader(stream, 65536)
+
+    /// The next line if the buffer holds its end (or, at the end of the stream, the rest); `searching` stays true
+    /// when more bytes must be read first.
+    member private _.TryTake(searching: byref<bool>) =
+        let newline = Array.IndexOf(buffer, 10uy, scanned, finish - scanned)
+
+        if newline >= 0 then
+            let line = assemble (newline - start) true
+            start <- newline + 1
+            scanned <- start
+            searching <- false
+            ValueSome line
+        elif ended then
+            searching <- false
+
+            if finish > start || pieces.Count > 0 then
+                let rest = assemble (finish - start) false
+                start <- finish
+                scanned <- finish
+                ValueSome rest
+            else
+                ValueNone
+        else
+            ValueNone
+
+    /// Makes room after the buffered bytes and returns it.
+    member private _.Space() =
+        // Only the bytes read from now on can hold the newline, so long lines are scanned once.
+        scanned <- finish
+
+        if start > 0 then
+            Buffer.BlockCopy(buffer, start, buffer, 0, finish - start)
+            finish <- finish - start
+            scanned <- scanned - start
+            start <- 0
+
+        if finish = buffer.Length then
+            // A full buffer holds part of one line: keep it as a piece and read on into a new one.
+            pieces.Add buffer
+            buffer <- Array.zeroCreate buffer.Length
+            finish <- 0
+            scanned <- 0
+
+        buffer.AsMemory finish
+
+    member private _.Filled(read: int) =
+        if read = 0 then ended <- true else finish <- finish + read
+
+    /// The next line, or None at the end of the stream, blocking while it waits. The bytes are valid until the next
+    /// call.
+    member this.ReadLine() : ReadOnlySequence<byte> voption =
+        let mutable searching = true
+        let mutable result = this.TryTake &searching
+
+        while searching do
+            this.Filled(stream.Read(this.Space().Span))
+            result <- this.TryTake &searching
+
+        result
+
+    /// The next line, or None at the end of the stream. The bytes are valid until the next call.
+    member this.ReadLineAsync(cancellationToken: CancellationToken) : Task<ReadOnlySequence<byte> voption> =
         task {
-            let mutable result = ValueNone
             let mutable searching = true
+            let mutable result = this.TryTake &searching
 
             while searching do
-                let newline = Array.IndexOf(buffer, 10uy, scanned, finish - scanned)
-
-                if newline >= 0 then
-                    let length =
-                        if newline > start && buffer[newline - 1] = 13uy then newline - 1 - start else newline - start
-
-                    result <- ValueSome(ReadOnlyMemory<byte>(buffer, start, length))
-                    start <- newline + 1
-                    scanned <- start
-                    searching <- false
-                elif ended then
-                    if finish > start then
-                        result <- ValueSome(ReadOnlyMemory<byte>(buffer, start, finish - start))
-                        start <- finish
-                        scanned <- finish
-
-                    searching <- false
-                else
-                    // Only the bytes read from now on can hold the newline, so long lines are scanned once.
-                    scanned <- finish
-
-                    if start > 0 then
-                        Buffer.BlockCopy(buffer, start, buffer, 0, finish - start)
-                        finish <- finish - start
-                        scanned <- scanned - start
-                        start <- 0
-
-                    if finish = buffer.Length then
-                        Array.Resize(&buffer, buffer.Length * 2)
-
-                    let! read = stream.ReadAsync(buffer.AsMemory(finish), cancellationToken)
-
-                    if read = 0 then ended <- true else finish <- finish + read
+                let! read = stream.ReadAsync(this.Space(), cancellationToken)
+                this.Filled read
+                result <- this.TryTake &searching
 
             return result
         }
@@ -102,15 +194,20 @@ module Interpreter =
     [<Literal>]
     let private ExcerptBytes = 1024
 
-    let private excerpt (line: ReadOnlyMemory<byte>) =
-        let shown = line.Slice(0, min line.Length ExcerptBytes)
-        let text = Text.Encoding.UTF8.GetString shown.Span
-        if line.Length > ExcerptBytes then text + "…" else text
+    let private excerpt (line: ReadOnlySequence<byte>) =
+        let shown = line.Slice(0L, min line.Length (int64 ExcerptBytes))
+        let text = Text.Encoding.UTF8.GetString(shown.ToArray())
+
+        if line.Length > int64 ExcerptBytes then
+            text + "…"
+        else
+            text
 
     let private failureOf (error: exn) : Lifecycle.ProcessorFailure =
         let rec unwrap (error: exn) =
             match error with
-            | :? AggregateException as aggregate when aggregate.InnerExceptions.Count = 1 -> unwrap aggregate.InnerException
+            | :? AggregateException as aggregate when aggregate.InnerExceptions.Count = 1 ->
+                unwrap aggregate.InnerException
             | _ -> error
 
         let error = unwrap error
@@ -123,46 +220,105 @@ module Interpreter =
                 | _ -> None
         }
 
-    let private readInput (settings: RunSettings) (post: Lifecycle.Input -> unit) (cancellationToken: CancellationToken) =
-        task {
-            let reader = LineReader settings.Input
-            let mutable reading = true
+    let private readInput
+        (settings: RunSettings)
+        (post: Lifecycle.Input -> unit)
+        (cancellationToken: CancellationToken)
+        =
+        let reader = LineReader settings.Input
 
-            while reading do
-                match! reader.ReadLineAsync cancellationToken with
-                | ValueNone ->
-                    post Lifecycle.Input.EndOfInput
-                    reading <- false
-                | ValueSome line when line.IsEmpty -> ()
-                | ValueSome line ->
-                    match Json.decodeDaemonMessage line.Span with
-                    | Ok message -> post (Lifecycle.Input.Received message)
-                    | Error error -> post (Lifecycle.Input.Undecodable(error, excerpt line))
-        }
+        let deliver line =
+            match line with
+            | ValueNone ->
+                post Lifecycle.Input.EndOfInput
+                false
+            | ValueSome(line: ReadOnlySequence<byte>) when line.IsEmpty -> true
+            | ValueSome line ->
+                let decoded =
+                    if line.IsSingleSegment then
+                        Json.decodeDaemonMessage line.FirstSpan
+                    else
+                        Json.decodeDaemonSequence line
+
+                match decoded with
+                | Ok message -> post (Lifecycle.Input.Received message)
+                | Error error -> post (Lifecycle.Input.Undecodable(error, excerpt line))
+
+                true
+
+        match settings.Input with
+        | :? FileStream ->
+            // A FileStream over a pipe has no asynchronous reads: each ReadAsync would be a round trip through the
+            // thread pool. A thread of its own, blocked in read(2) while the daemon is quiet, costs nothing; it is a
+            // background thread, so it never keeps the process alive.
+            Task.Factory.StartNew(
+                (fun () ->
+                    while deliver (reader.ReadLine()) do
+                        ()),
+                CancellationToken.None,
+                TaskCreationOptions.LongRunning,
+                TaskScheduler.Default
+            )
+        | _ ->
+            task {
+                let mutable reading = true
+
+                while reading do
+                    let! line = reader.ReadLineAsync cancellationToken
+                    reading <- deliver line
+            }
 
     let private write (output: Stream) (message: ChildMessage) =
-        task {
-            // A newline first keeps anything already in the pipe, such as a BOM, off the message's line.
-            let line = "\n" + Json.encodeChildMessage message + "\n"
-            do! output.WriteAsync(Text.Encoding.ASCII.GetBytes line)
-            do! output.FlushAsync()
-        }
+        // A newline first keeps anything already in the pipe, such as a BOM, off the message's line.
+        let line =
+            Text.Encoding.ASCII.GetBytes("\n" + Json.encodeChildMessage message + "\n")
+
+        match output with
+        | :? FileStream ->
+            // Synchronous for the same reason as the reads: a line fits in the pipe's buffer, so write(2) returns at once.
+            output.Write line
+            output.Flush()
+            Task.CompletedTask
+        | _ ->
+            task {
+                do! output.WriteAsync line
+                do! output.FlushAsync()
+            }
 
     /// Runs one child's whole life over the given streams and returns its exit code. Cancelling ends the run as if stdin
     /// had closed.
-    let runAsync (settings: RunSettings) (handler: IActionHandler) (cancellationToken: CancellationToken) : Task<ExitCode> =
+    let runAsync
+        (settings: RunSettings)
+        (handler: IActionHandler)
+        (cancellationToken: CancellationToken)
+        : Task<ExitCode> =
         task {
             use stop = CancellationTokenSource.CreateLinkedTokenSource cancellationToken
-            let inputs = Channel.CreateUnbounded<Lifecycle.Input>(UnboundedChannelOptions(SingleReader = true))
+
+            // Synchronous continuations: whoever posts (the stdin thread, a finished callback, a checkpoint request)
+            // runs the loop's next steps itself, instead of waking another thread for each step of the lock-step
+            // exchange. User code never runs inline on the loop: callbacks start with Task.Run, and checkpoint
+            // completions continue asynchronously.
+            let inputs =
+                Channel.CreateUnbounded<Lifecycle.Input>(
+                    UnboundedChannelOptions(SingleReader = true, AllowSynchronousContinuations = true)
+                )
+
             let post input = inputs.Writer.TryWrite input |> ignore
-            let pending = ConcurrentDictionary<int, TaskCompletionSource<Result<unit, CheckpointFailure>>>()
+
+            let pending =
+                ConcurrentDictionary<int, TaskCompletionSource<Result<unit, CheckpointFailure>>>()
+
             let mutable nextRequest = 0
             let mutable shardScope: IDisposable = null
 
             let checkpointerFor action =
                 Checkpointer(fun target ->
                     let request = Interlocked.Increment &nextRequest
-                    let completion = TaskCompletionSource<_>(TaskCreationOptions.RunContinuationsAsynchronously)
+
+                    let completion =
+                        TaskCompletionSource<_>(TaskCreationOptions.RunContinuationsAsynchronously)
+
                     pending[request] <- completion
                     post (Lifecycle.Input.CheckpointRequested(request, action, target))
                     completion.Task)
@@ -171,15 +327,20 @@ module Interpreter =
                 let run () =
                     handler.Handle(callback, checkpointerFor action, stop.Token)
 
+                // The callback runs on the thread pool, never on the loop. Its end is posted from the thread it ended
+                // on (ExecuteSynchronously): only a post, so no user code runs there.
                 Task
-                    .Run<unit>(fun () -> task { do! run () })
-                    .ContinueWith(fun (finished: Task) ->
-                        if finished.IsCompletedSuccessfully then
-                            post (Lifecycle.Input.CallbackReturned action)
-                        elif finished.IsCanceled then
-                            post (Lifecycle.Input.CallbackFailed(action, failureOf (OperationCanceledException())))
-                        else
-                            post (Lifecycle.Input.CallbackFailed(action, failureOf finished.Exception)))
+                    .Run(Func<Task> run)
+                    .ContinueWith(
+                        (fun (finished: Task) ->
+                            if finished.IsCompletedSuccessfully then
+                                post (Lifecycle.Input.CallbackReturned action)
+                            elif finished.IsCanceled then
+                                post (Lifecycle.Input.CallbackFailed(action, failureOf (OperationCanceledException())))
+                            else
+                                post (Lifecycle.Input.CallbackFailed(action, failureOf finished.Exception))),
+                        TaskContinuationOptions.ExecuteSynchronously
+                    )
                 |> ignore
 
             let waitThenRetry (backoff: Backoff) =
@@ -188,7 +349,8 @@ module Interpreter =
                     | Backoff.Exactly delay -> delay
                     | Backoff.UpTo limit -> TimeSpan.FromTicks(int64 (Random.Shared.NextDouble() * float limit.Ticks))
 
-                Task.Delay(delay, stop.Token).ContinueWith(fun (_: Task) -> post Lifecycle.Input.RetryDue) |> ignore
+                Task.Delay(delay, stop.Token).ContinueWith(fun (_: Task) -> post Lifecycle.Input.RetryDue)
+                |> ignore
 
             let reading = readInput settings post stop.Token
 

@@ -6,6 +6,7 @@
 module Kcl.Core.Json
 
 open System
+open System.Buffers
 open System.Text
 open System.Text.Json
 open Kcl.Core.JsonText
@@ -53,9 +54,8 @@ let private decodeActionFirst (reader: byref<Utf8JsonReader>) =
     else
         ValueNone
 
-let decodeDaemonMessage (line: ReadOnlySpan<byte>) : Result<DaemonMessage, ProtocolError> =
+let private decodeDaemonWith (reader: byref<Utf8JsonReader>) : Result<DaemonMessage, ProtocolError> =
     try
-        let mutable reader = Utf8JsonReader(line)
         startObject &reader
 
         match decodeActionFirst &reader with
@@ -66,6 +66,14 @@ let decodeDaemonMessage (line: ReadOnlySpan<byte>) : Result<DaemonMessage, Proto
             Ok(decodeDaemonBody action &body)
     with ProtocolFailure error ->
         Error error
+
+let decodeDaemonMessage (line: ReadOnlySpan<byte>) : Result<DaemonMessage, ProtocolError> =
+    let mutable reader = Utf8JsonReader(line)
+    decodeDaemonWith &reader
+
+let internal decodeDaemonSequence (line: ReadOnlySequence<byte>) : Result<DaemonMessage, ProtocolError> =
+    let mutable reader = Utf8JsonReader(line)
+    decodeDaemonWith &reader
 
 let decodeDaemonLine (line: string) : Result<DaemonMessage, ProtocolError> =
     withUtf8 line (fun buffer length -> decodeDaemonMessage (ReadOnlySpan(buffer, 0, length)))

@@ -20,6 +20,10 @@ type DaemonCharset =
 /// `UnknownAction`, so that a newer daemon's message can still be answered. Each record's `Data` is a new array.
 val decodeDaemonMessage: line: ReadOnlySpan<byte> -> Result<DaemonMessage, ProtocolError>
 
+/// Decodes one line the daemon wrote that arrived in pieces, as `decodeDaemonMessage` does; for lines longer than the
+/// reader's buffer.
+val internal decodeDaemonSequence: line: System.Buffers.ReadOnlySequence<byte> -> Result<DaemonMessage, ProtocolError>
+
 /// Decodes one line the daemon wrote, given as text.
 val decodeDaemonLine: line: string -> Result<DaemonMessage, ProtocolError>
 

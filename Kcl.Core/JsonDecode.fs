@@ -72,15 +72,18 @@ let private sequenceNumberName = "sequenceNumber"B
 let private arrivalName = "approximateArrivalTimestamp"B
 let private subSequenceNumberName = "subSequenceNumber"B
 
-let private is (name: byte[]) (reader: byref<Utf8JsonReader>) = reader.ValueTextEquals(ReadOnlySpan name)
+let private is (name: byte[]) (reader: byref<Utf8JsonReader>) =
+    reader.ValueTextEquals(ReadOnlySpan name)
 
 // A record's errors name their field as "records[i].field"; the prefix is built only when a record fails.
 let private inRecord (index: int) (error: ProtocolError) =
-    let named field = "records[" + string index + "]." + field
+    let named field =
+        "records[" + string index + "]." + field
 
     match error with
     | ProtocolError.MissingField(action, field) -> ProtocolError.MissingField(action, named field)
-    | ProtocolError.WrongType(action, field, expected, found) -> ProtocolError.WrongType(action, named field, expected, found)
+    | ProtocolError.WrongType(action, field, expected, found) ->
+        ProtocolError.WrongType(action, named field, expected, found)
     | ProtocolError.InvalidValue(action, field, detail) -> ProtocolError.InvalidValue(action, named field, detail)
     | other -> other
 
@@ -88,7 +91,14 @@ let private decodeRecord (reader: byref<Utf8JsonReader>, index: int) : Record =
     let action = "processRecords"
 
     if reader.TokenType <> JsonTokenType.StartObject then
-        fail (ProtocolError.WrongType(action, "records[" + string index + "]", "an object", describeToken reader.TokenType))
+        fail (
+            ProtocolError.WrongType(
+                action,
+                "records[" + string index + "]",
+                "an object",
+                describeToken reader.TokenType
+            )
+        )
 
     let mutable data = Array.Empty<byte>()
     let mutable partitionKey = ""
@@ -113,21 +123,35 @@ let private decodeRecord (reader: byref<Utf8JsonReader>, index: int) : Record =
             elif is sequenceNumberName &reader then
                 reader.Read() |> ignore
 
-                match readStringOrNull (&reader, action, "sequenceNumber") with
-                | Some text -> sequence <- sequenceNumber action "sequenceNumber" text
-                | None -> sequence <- Unchecked.defaultof<_>
+                let digits =
+                    if
+                        reader.TokenType = JsonTokenType.String
+                        && not reader.ValueIsEscaped
+                        && not reader.HasValueSequence
+                    then
+                        SequenceNumber.tryOfUtf8Digits reader.ValueSpan
+                    else
+                        ValueNone
+
+                match digits with
+                | ValueSome parsed -> sequence <- parsed
+                | ValueNone ->
+                    match readStringOrNull (&reader, action, "sequenceNumber") with
+                    | Some text -> sequence <- sequenceNumber action "sequenceNumber" text
+                    | None -> sequence <- Unchecked.defaultof<_>
             elif is arrivalName &reader then
                 reader.Read() |> ignore
 
                 arrival <-
-                    readInt64OrNull (&reader, action, "approximateArrivalTimestamp")
-                    |> Option.map (toTimestamp "approximateArrivalTimestamp")
+                    match readInt64OrNullValue (&reader, action, "approximateArrivalTimestamp") with
+                    | ValueSome millis -> Some(toTimestamp "approximateArrivalTimestamp" millis)
+                    | ValueNone -> None
             elif is subSequenceNumberName &reader then
                 reader.Read() |> ignore
 
                 subSequence <-
-                    readInt64OrNull (&reader, action, "subSequenceNumber")
-                    |> Option.defaultValue 0L
+                    readInt64OrNullValue (&reader, action, "subSequenceNumber")
+                    |> ValueOption.defaultValue 0L
             else
                 reader.Read() |> ignore
                 reader.Skip()
@@ -254,7 +278,7 @@ let private readRequestedSequence (reader: byref<Utf8JsonReader>) =
     match reader.TokenType with
     | JsonTokenType.Null -> None
     | JsonTokenType.String -> Some(parse (stringValue (&reader, "checkpoint", "sequenceNumber")))
-    | JsonTokenType.Number -> Some(parse (Encoding.UTF8.GetString reader.ValueSpan))
+    | JsonTokenType.Number -> Some(parse (Encoding.UTF8.GetString(valueBytes &reader)))
     | JsonTokenType.True -> Some(parse "true")
     | JsonTokenType.False -> Some(parse "false")
     | other -> fail (ProtocolError.WrongType("checkpoint", "sequenceNumber", "a string or null", describeToken other))

@@ -90,7 +90,13 @@ let private shown (text: string) =
     else
         text
 
-/// The raw text of the current number token, cut for an error message.
+/// The current token's raw bytes, whether the line came in one piece or several.
+let valueBytes (reader: byref<Utf8JsonReader>) : ReadOnlySpan<byte> =
+    if reader.HasValueSequence then
+        ReadOnlySpan(reader.ValueSequence.ToArray())
+    else
+        reader.ValueSpan
+
 /// Jackson's coercion of a fractional JSON number into a Java `long`: truncated, or None outside the 64-bit range.
 let truncateToInt64 (value: float) =
     let truncated = Math.Truncate value
@@ -100,8 +106,9 @@ let truncateToInt64 (value: float) =
     else
         None
 
+/// The raw text of the current number token, cut for an error message.
 let numberText (reader: byref<Utf8JsonReader>) =
-    shown (Encoding.UTF8.GetString reader.ValueSpan)
+    shown (Encoding.UTF8.GetString(valueBytes &reader))
 
 /// The current string token's value. Invalid UTF-8 or a lone surrogate escape is the field's fault, not the line's.
 let stringValue (reader: byref<Utf8JsonReader>, action: string, field: string) =
@@ -140,6 +147,15 @@ let readInt64OrNull (reader: byref<Utf8JsonReader>, action: string, field: strin
             let detail = sprintf "%s is not an integer in the 64-bit range" (numberText &reader)
             fail (ProtocolError.InvalidValue(action, field, detail))
     | other -> fail (ProtocolError.WrongType(action, field, "an integer or null", describeToken other))
+
+/// A JSON integer that fits in 64 bits, or null, without allocating: for fields read once per record.
+let readInt64OrNullValue (reader: byref<Utf8JsonReader>, action: string, field: string) =
+    match reader.TokenType with
+    | JsonTokenType.Number ->
+        match reader.TryGetInt64() with
+        | true, value -> ValueSome value
+        | false, _ -> readInt64OrNull (&reader, action, field) |> ValueOption.ofOption
+    | _ -> readInt64OrNull (&reader, action, field) |> ValueOption.ofOption
 
 /// Parses a sequence number, naming the field when it is not one.
 let sequenceNumber (action: string) (field: string) (text: string) =

@@ -138,7 +138,15 @@ module Stdio =
                     if OperatingSystem.IsWindows() then claimWindowsStdout () else claimUnixStdout ()
 
                 Console.SetOut Console.Error
-                let streams = StandardStreams(Console.OpenStandardInput(), output)
+
+                let input =
+                    if OperatingSystem.IsWindows() then
+                        Console.OpenStandardInput()
+                    else
+                        // A FileStream, so the interpreter knows it may block a thread of its own in read(2).
+                        new FileStream(new SafeFileHandle(0n, false), FileAccess.Read, 1) :> Stream
+
+                let streams = StandardStreams(input, output)
                 ignoreSignals streams
                 claimed <- Some streams
                 streams)

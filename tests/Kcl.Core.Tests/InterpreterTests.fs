@@ -1,8 +1,10 @@
 module Kcl.Core.Tests.InterpreterTests
 
 open System
+open System.Buffers
 open System.IO
 open System.Text
+open System.Threading
 open System.Threading.Tasks
 open Kcl.Core
 open Kcl.Core.Tests.Harness
@@ -535,4 +537,73 @@ let ``an unknown action from a newer daemon is answered, and the run goes on`` (
         Assert.Equal(0, code)
         Assert.True(String.IsNullOrWhiteSpace rest)
         Assert.Contains(logger.Entries, fun (level, message) -> level = LogLevel.Warning && message.Contains "rebalanceRequested")
+    }
+
+/// Hands out at most `most` bytes per read, as a pipe does under load.
+type private Trickle(bytes: byte[], most: int) =
+    inherit IO.MemoryStream(bytes)
+
+    override _.Read(buffer: Span<byte>) =
+        base.Read(buffer.Slice(0, min most buffer.Length))
+
+    override _.ReadAsync(buffer: Memory<byte>, cancellationToken) =
+        base.ReadAsync(buffer.Slice(0, min most buffer.Length), cancellationToken)
+
+let private readAll (reader: LineReader) =
+    [
+        let mutable line = reader.ReadLine()
+
+        while line.IsSome do
+            yield Encoding.ASCII.GetString(line.Value.ToArray())
+            line <- reader.ReadLine()
+    ]
+
+[<Fact>]
+let ``lines longer than the buffer come whole, a carriage return at a piece's edge included`` () =
+    let size = 16
+    // The first line ends with "\r" as the last byte of a full buffer, so its "\n" starts the next one.
+    let first = String('a', size - 1) + "\r\n"
+    let second = String.init (5 * size + 3) (fun i -> string (char (int 'b' + i % 20)))
+    let third = String('z', 2 * size) + "\r"
+
+    let text =
+        first
+        + "short\n"
+        + second
+        + "\n\n"
+        + third
+        + "\n"
+        + "no newline at the end"
+        + String('q', 3 * size)
+
+    for most in [ 1; 7; size; 1000 ] do
+        let lines =
+            readAll (LineReader(new Trickle(Encoding.ASCII.GetBytes text, most), size))
+
+        Assert.Equal<string list>(
+            [
+                String('a', size - 1)
+                "short"
+                second
+                ""
+                String('z', 2 * size)
+                "no newline at the end" + String('q', 3 * size)
+            ],
+            lines
+        )
+
+[<Fact>]
+let ``the asynchronous reads give the same lines as the blocking ones`` () =
+    task {
+        let text = String.Join("\r\n", [ for n in 1..50 -> String('x', n * 7) ])
+        let reader = LineReader(new Trickle(Encoding.ASCII.GetBytes text, 5), 32)
+        let lines = ResizeArray()
+        let mutable reading = true
+
+        while reading do
+            match! reader.ReadLineAsync CancellationToken.None with
+            | ValueSome line -> lines.Add(Encoding.ASCII.GetString(line.ToArray()))
+            | ValueNone -> reading <- false
+
+        Assert.Equal<string list>([ for n in 1..50 -> String('x', n * 7) ], List.ofSeq lines)
     }

@@ -803,3 +803,38 @@ let ``child lines the daemon accepts decode, with Jackson's coercions`` () =
         lastDelivered,
         Json.decodeChildLine """{"action":"checkpoint","sequenceNumber":null,"subSequenceNumber":5}"""
     )
+
+[<Fact>]
+let ``a line in many pieces decodes as it does in one`` () =
+    let records =
+        Array.init 40 (fun n ->
+            {
+                Data = Array.init (300 + n) byte
+                PartitionKey = sprintf "pk-%d" n
+                SequenceNumber =
+                    SequenceNumber.parse ("4959033827149025660855969253836157109592157598913" + n.ToString "D7")
+                SubSequenceNumber = int64 n
+                ApproximateArrivalTimestamp = Some(DateTimeOffset.FromUnixTimeMilliseconds(1700000000000L + int64 n))
+            })
+
+    let line =
+        Json.encodeDaemonMessage Json.DaemonCharset.Utf8 (DaemonMessage.ProcessRecords(records, Some 42L))
+
+    let whole = Json.decodeDaemonMessage (ReadOnlySpan line)
+
+    for pieceSize in [ 1; 13; 4096 ] do
+        let pieces = line |> Array.chunkBySize pieceSize
+        let first = Kcl.Core.LineSegment(ReadOnlyMemory pieces[0], 0L)
+        let mutable last = first
+
+        for piece in pieces[1..] do
+            last <- last.Append(ReadOnlyMemory piece)
+
+        let inPieces =
+            Json.decodeDaemonSequence (Buffers.ReadOnlySequence<byte>(first, 0, last, last.Memory.Length))
+
+        match whole, inPieces with
+        | Ok(DaemonMessage.ProcessRecords(expected, behind)), Ok(DaemonMessage.ProcessRecords(actual, actualBehind)) ->
+            Assert.Equal(behind, actualBehind)
+            Assert.Equal<Record>(expected, actual)
+        | other -> failwithf "unexpected %A" other
