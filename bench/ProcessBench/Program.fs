@@ -23,6 +23,9 @@ let main argv =
     let runs = int (argument "--runs" "3" args)
     let scale = float (argument "--scale" "1" args)
     let nodeDir = argument "--node" "" args
+    // Where the published samples are, under artifacts/: build.fsx's bench target publishes them with the opt-in
+    // fast start-up settings into bench/samples; `samples` is where the plain framework-dependent publish goes.
+    let samplesDir = argument "--samples" "samples" args
     let count (n: int) = max 1000 (int (float n * scale))
 
     let published name =
@@ -30,8 +33,8 @@ let main argv =
 
     let children =
         [
-            { published "samples/csharp-consumer/csharp-consumer" with Name = "csharp-consumer" }
-            { published "samples/fsharp-consumer/fsharp-consumer" with Name = "fsharp-consumer" }
+            { published (samplesDir + "/csharp-consumer/csharp-consumer") with Name = "csharp-consumer" }
+            { published (samplesDir + "/fsharp-consumer/fsharp-consumer") with Name = "fsharp-consumer" }
             { published "bench/bare-loop/bare-loop" with Name = "bare-loop" }
             if nodeDir <> "" then
                 { Name = "node (aws-kcl)"; File = "node"; Arguments = [ Path.Combine(nodeDir, "processor.js") ] }
