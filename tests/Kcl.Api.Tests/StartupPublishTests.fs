@@ -50,7 +50,10 @@ let private evaluate (project: string) (extra: string list) =
     Assert.True((p.ExitCode = 0), sprintf "evaluating %s failed:\n%s\n%s" project out errors.Result)
     use doc = JsonDocument.Parse out
     let found = doc.RootElement.GetProperty "Properties"
-    properties |> List.map (fun name -> name, found.GetProperty(name).GetString()) |> Map.ofList
+
+    properties
+    |> List.map (fun name -> name, found.GetProperty(name).GetString())
+    |> Map.ofList
 
 let private samples =
     [
