@@ -425,7 +425,27 @@ let pipeline () =
 /// under it), and prints the Markdown tables. Arguments after `--` go to the benchmark, e.g.
 /// `bench -- --runs 5 --scale 0.5`.
 let bench () =
-    samples ()
+    restore ()
+    // The consumers as a user should deploy them: with the opt-in fast start-up publish (samples/KclChild.props), on
+    // the machines whose runtime packs the feed holds; elsewhere the plain framework-dependent publish.
+    let fast =
+        Runtime.InteropServices.RuntimeInformation.RuntimeIdentifier = "linux-x64"
+        || Runtime.InteropServices.RuntimeInformation.RuntimeIdentifier = "win-x64"
+
+    for sample in [ "CSharpConsumer"; "FSharpConsumer" ] do
+        let project = Path.Combine("samples", sample, sample + ".fsproj")
+
+        let project =
+            if File.Exists(Path.Combine(root, project)) then project else Path.ChangeExtension(project, ".csproj")
+
+        let name = (projectInfo project).AssemblyName
+
+        exec
+            "dotnet"
+            ([ "publish"; project; "-c"; "Release"; "-o"; Path.Combine("artifacts", "bench", "samples", name) ]
+             @ (if fast then [ "-p:KclFastStartup=true" ] else [])
+             @ (if locked then [ "-p:RestoreLockedMode=true" ] else []))
+
     exec "dotnet" [ "publish"; "bench/BareLoop/BareLoop.csproj"; "-c"; "Release"; "-o"; "artifacts/bench/bare-loop" ]
     let node = Path.Combine(root, "artifacts", "bench", "node")
     npmInstall (Path.Combine(root, "bench", "NodeProcessor")) node
@@ -433,7 +453,10 @@ let bench () =
     let kclLocal = localTool ()
     let project = Path.Combine("bench", "ProcessBench", "ProcessBench.fsproj")
     exec "dotnet" [ "build"; project; "-c"; "Release" ]
-    exec "dotnet" ([ (projectInfo project).TargetPath; "--root"; root; "--node"; node; "--local"; kclLocal ] @ runnerArgs)
+    exec
+        "dotnet"
+        ([ (projectInfo project).TargetPath; "--root"; root; "--node"; node; "--local"; kclLocal; "--samples"; "bench/samples" ]
+         @ runnerArgs)
 
 // The default job when no target is given.
 let mainJob = [ "samples"; "demo" ]

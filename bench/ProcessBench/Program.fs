@@ -38,6 +38,9 @@ let main argv =
         |> List.choose (fun (flag, value) -> if flag = "--local" then Some value else None)
     // Only what the kcl-local comparison needs: the C# sample, pre-generated and under kcl-local, one workload.
     let localOnly = List.contains "--local-only" args
+    // Where the published samples are, under artifacts/: build.fsx's bench target publishes them with the opt-in
+    // fast start-up settings into bench/samples; `samples` is where the plain framework-dependent publish goes.
+    let samplesDir = argument "--samples" "samples" args
     let count (n: int) = max 1000 (int (float n * scale))
     // Comma-separated names to keep, for quick experiments: `--only-children bare-loop,csharp-consumer`.
     let keep option (name: string) =
@@ -50,9 +53,9 @@ let main argv =
 
     let children =
         [
-            { published "samples/csharp-consumer/csharp-consumer" with Name = "csharp-consumer" }
+            { published (samplesDir + "/csharp-consumer/csharp-consumer") with Name = "csharp-consumer" }
             if not localOnly then
-                { published "samples/fsharp-consumer/fsharp-consumer" with Name = "fsharp-consumer" }
+                { published (samplesDir + "/fsharp-consumer/fsharp-consumer") with Name = "fsharp-consumer" }
                 { published "bench/bare-loop/bare-loop" with Name = "bare-loop" }
             if nodeDir <> "" && not localOnly then
                 { Name = "node (aws-kcl)"; File = "node"; Arguments = [ Path.Combine(nodeDir, "processor.js") ] }
