@@ -13,6 +13,8 @@ type Child =
         Name: string
         File: string
         Arguments: string list
+        /// Variables set for the child only, e.g. a runtime setting to compare.
+        Environment: (string * string) list
     }
 
 type Measurement =
@@ -88,6 +90,9 @@ let run (child: Child) (workload: Workload) =
             RedirectStandardError = true,
             UseShellExecute = false
         )
+
+    for name, value in child.Environment do
+        info.Environment[name] <- value
 
     let clock = Stopwatch.StartNew()
     use proc = Process.Start info

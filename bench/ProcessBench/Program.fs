@@ -49,20 +49,43 @@ let main argv =
         | names -> names.Split ',' |> Array.contains name
 
     let published name =
-        { Name = name; File = Path.Combine(root, "artifacts", name); Arguments = [] }
+        { Name = name; File = Path.Combine(root, "artifacts", name); Arguments = []; Environment = [] }
+
+    // The same child with tiered compilation off: no rejitting while a short stream runs, at some cost in start-up
+    // and in steady-state code quality (bench/README.md, "Tiered compilation").
+    let tieringOff (child: Child) =
+        { child with
+            Name = child.Name + ", TC off"
+            Environment = [ "DOTNET_TieredCompilation", "0" ] }
 
     let children =
         [
-            { published (samplesDir + "/csharp-consumer/csharp-consumer") with Name = "csharp-consumer" }
-            if not localOnly then
+            let csharp =
+                { published (samplesDir + "/csharp-consumer/csharp-consumer") with Name = "csharp-consumer" }
+
+            let fsharp =
                 { published (samplesDir + "/fsharp-consumer/fsharp-consumer") with Name = "fsharp-consumer" }
-                { published "bench/bare-loop/bare-loop" with Name = "bare-loop" }
+
+            let bare = { published "bench/bare-loop/bare-loop" with Name = "bare-loop" }
+            csharp
+
+            if not localOnly then
+                fsharp
+                bare
+                tieringOff csharp
+                tieringOff fsharp
+                tieringOff bare
             if nodeDir <> "" && not localOnly then
-                { Name = "node (aws-kcl)"; File = "node"; Arguments = [ Path.Combine(nodeDir, "processor.js") ] }
+                {
+                    Name = "node (aws-kcl)"
+                    File = "node"
+                    Arguments = [ Path.Combine(nodeDir, "processor.js") ]
+                    Environment = []
+                }
             // Extra children for experiments, e.g. a sample published with other runtime settings:
             // `--child tc-off=/path/to/csharp-consumer` (repeatable).
             for name, file in extraChildren args do
-                { Name = name; File = file; Arguments = [] }
+                { Name = name; File = file; Arguments = []; Environment = [] }
         ]
         |> List.filter (fun child -> keep "--only-children" child.Name)
 
@@ -85,7 +108,7 @@ let main argv =
     // The C# sample under kcl-local, over the first workload's records, batch size and record size: run right
     // after the pre-generated runs of that workload, so that each pair sees the same load on the machine.
     let localChild = children.Head
-    let localWorkload = workloads.Head
+    let localWorkload = List.tryHead workloads |> Option.defaultWith (fun () -> create "none" 1024 1 0)
     let localRuns = kclLocals |> List.map (fun dll -> dll, ResizeArray<LocalMeasurement>())
 
     let results =
@@ -125,15 +148,17 @@ let main argv =
         | Some b -> sprintf "%.2f" (summary[workload, child].RecordsPerSecond / b.RecordsPerSecond)
         | None -> "-"
 
-    printfn "| workload | child | records/s | MB/s | CPU µs/record | peak RSS MiB | spawn→initialize ms | ×bare | ×node |"
-    printfn "|---|---|---:|---:|---:|---:|---:|---:|---:|"
+    printfn
+        "| workload | child | records/s | MB/s | CPU µs/record | peak RSS MiB | spawn→initialize ms | ×bare | ×bare, same settings | ×node |"
+
+    printfn "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
 
     for workload in workloads do
         for child in children do
             let s = summary[workload.Name, child.Name]
 
             printfn
-                "| %s | %s | %.0f | %.1f | %.2f | %.0f | %.0f | %s | %s |"
+                "| %s | %s | %.0f | %.1f | %.2f | %.0f | %.0f | %s | %s | %s |"
                 workload.Name
                 child.Name
                 s.RecordsPerSecond
@@ -142,6 +167,7 @@ let main argv =
                 s.Rss
                 s.Startup
                 (ratio workload.Name child.Name "bare-loop")
+                (ratio workload.Name child.Name (if child.Name.EndsWith ", TC off" then "bare-loop, TC off" else "bare-loop"))
                 (ratio workload.Name child.Name "node (aws-kcl)")
 
     // Marginal CPU per record: the 2x stream minus the 1x stream, so start-up cancels out.
@@ -187,5 +213,32 @@ let main argv =
                 (local / pregenerated.RecordsPerSecond)
                 paired
                 (median (measurements |> Seq.map _.WallSeconds))
+
+    // Memory for one long line: a full 10 MB GetRecords is about 14 MB of JSON once base64-expanded. Peak RSS with one
+    // such batch, less that of an idle child (initialize, then shardEnded), over the line's length.
+    if not localOnly && keep "--only-workloads" "one 14 MB line" then
+        let idle = create "idle" 1024 1 0
+        let long = create "one 14 MB line" 1024 9000 9000
+        let lineMiB = float long.Batches[0].Length / 1048576.0
+
+        let peak (child: Child) (workload: Workload) =
+            median [ for _ in 1..runs -> (Driver.run child workload).PeakRssMiB ]
+
+        printfn ""
+        printfn "| child | idle peak RSS MiB | with one %.1f MiB line | growth MiB | growth / line |" lineMiB
+        printfn "|---|---:|---:|---:|---:|"
+
+        for child in children do
+            eprintfn "memory: %s" child.Name
+            let idleRss = peak child idle
+            let longRss = peak child long
+
+            printfn
+                "| %s | %.1f | %.1f | %.1f | %.2f |"
+                child.Name
+                idleRss
+                longRss
+                (longRss - idleRss)
+                ((longRss - idleRss) / lineMiB)
 
     0
