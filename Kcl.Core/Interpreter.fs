@@ -86,7 +86,9 @@ type internal LineReader(stream: Stream, bufferSize: int) =
                     else
                         parts[parts.Count - 1] <- last.Slice(0, last.Length - 1)
 
-            if parts.Count = 1 then
+            if parts.Count = 0 then
+                ReadOnlySequence<byte>.Empty
+            elif parts.Count = 1 then
                 ReadOnlySequence<byte>(parts[0])
             else
                 let first = LineSegment(parts[0], 0L)
