@@ -8,6 +8,7 @@ namespace Kcl.Core
 open System
 open System.Buffers
 open System.Collections.Concurrent
+open System.Collections.Generic
 open System.IO
 open System.Threading
 open System.Threading.Channels
@@ -54,6 +55,18 @@ type internal LineReader(stream: Stream, bufferSize: int) =
     let mutable ended = false
     // The full buffers of the line being read, when it is longer than one buffer.
     let pieces = ResizeArray<byte[]>()
+    // The pieces handed out with the last line: free again once the caller asks for the next one.
+    let lent = ResizeArray<byte[]>()
+    let spare = Stack<byte[]>()
+    // Enough spare pieces for a usual batch's line (2 MiB) are kept; a rare longer line's are left to the collector.
+    let maxSpare = 32
+
+    let reclaim () =
+        for piece in lent do
+            if spare.Count < maxSpare then
+                spare.Push piece
+
+        lent.Clear()
 
     /// The line made of the pieces so far and `length` bytes of the buffer from `start`, without a trailing `\r`.
     let assemble (length: int) (dropCarriageReturn: bool) =
@@ -74,6 +87,7 @@ type internal LineReader(stream: Stream, bufferSize: int) =
             if length > 0 then
                 parts.Add(ReadOnlyMemory<byte>(buffer, start, length))
 
+            lent.AddRange pieces
             pieces.Clear()
 
             // The `\r` may be the last byte of the previous piece when the newline starts a buffer.
@@ -139,7 +153,7 @@ type internal LineReader(stream: Stream, bufferSize: int) =
         if finish = buffer.Length then
             // A full buffer holds part of one line: keep it as a piece and read on into a new one.
             pieces.Add buffer
-            buffer <- Array.zeroCreate buffer.Length
+            buffer <- if spare.Count > 0 then spare.Pop() else GC.AllocateUninitializedArray buffer.Length
             finish <- 0
             scanned <- 0
 
@@ -151,6 +165,7 @@ type internal LineReader(stream: Stream, bufferSize: int) =
     /// The next line, or None at the end of the stream, blocking while it waits. The bytes are valid until the next
     /// call.
     member this.ReadLine() : ReadOnlySequence<byte> voption =
+        reclaim ()
         let mutable searching = true
         let mutable result = this.TryTake &searching
 
@@ -162,6 +177,8 @@ type internal LineReader(stream: Stream, bufferSize: int) =
 
     /// The next line, or None at the end of the stream. The bytes are valid until the next call.
     member this.ReadLineAsync(cancellationToken: CancellationToken) : Task<ReadOnlySequence<byte> voption> =
+        reclaim ()
+
         task {
             let mutable searching = true
             let mutable result = this.TryTake &searching

@@ -607,3 +607,15 @@ let ``the asynchronous reads give the same lines as the blocking ones`` () =
 
         Assert.Equal<string list>([ for n in 1..50 -> String('x', n * 7) ], List.ofSeq lines)
     }
+
+[<Fact>]
+let ``pieces reused from line to line never leak one line's bytes into another`` () =
+    let random = Random 11
+
+    for _ in 1..50 do
+        let expected =
+            [ for _ in 1 .. random.Next(1, 30) -> String.init (random.Next(0, 200)) (fun _ -> string (char (random.Next(97, 123)))) ]
+
+        let text = String.Join("\n", expected) + "\n"
+        let lines = readAll (LineReader(new Trickle(Encoding.ASCII.GetBytes text, random.Next(1, 40)), 16))
+        Assert.Equal<string list>(expected, lines)
