@@ -16,12 +16,18 @@ let private argument name fallback (args: string list) =
     | _ :: value :: _ -> value
     | _ -> fallback
 
-let private extraChildren (args: string list) =
+/// Every value given to an option that may be repeated, e.g. each `--local FILE`.
+let private repeated name (args: string list) =
     args
     |> List.pairwise
-    |> List.choose (fun (option, value) ->
-        match option, value.Split('=', 2) with
-        | "--child", [| name; file |] -> Some(name, file)
+    |> List.choose (fun (option, value) -> if option = name then Some value else None)
+
+/// Extra children given as `--child name=path`.
+let private extraChildren (args: string list) =
+    repeated "--child" args
+    |> List.choose (fun value ->
+        match value.Split('=', 2) with
+        | [| name; file |] -> Some(name, file)
         | _ -> None)
 
 [<EntryPoint>]
@@ -32,10 +38,7 @@ let main argv =
     let scale = float (argument "--scale" "1" args)
     let nodeDir = argument "--node" "" args
     // kcl-local builds to run the C# sample under (repeatable, to compare two builds side by side).
-    let kclLocals =
-        args
-        |> List.pairwise
-        |> List.choose (fun (flag, value) -> if flag = "--local" then Some value else None)
+    let kclLocals = repeated "--local" args
     // Only what the kcl-local comparison needs: the C# sample, pre-generated and under kcl-local, one workload.
     let localOnly = List.contains "--local-only" args
     // Where the published samples are, under artifacts/: build.fsx's bench target publishes them with the opt-in
