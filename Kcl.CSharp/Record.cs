@@ -1,4 +1,6 @@
+using System.Runtime.InteropServices;
 using Kcl.Core;
+using Microsoft.FSharp.Core;
 
 namespace Kcl;
 
@@ -23,35 +25,35 @@ public sealed class Record
     {
         ArgumentNullException.ThrowIfNull(partitionKey);
         ArgumentOutOfRangeException.ThrowIfNegative(subSequenceNumber);
-        SequenceNumberModule.parse(sequenceNumber);
-        Data = data;
-        PartitionKey = partitionKey;
-        SequenceNumber = sequenceNumber;
-        SubSequenceNumber = subSequenceNumber;
-        ApproximateArrivalTimestamp = approximateArrivalTimestamp;
+        var parsed = SequenceNumberModule.parse(sequenceNumber);
+        var bytes = MemoryMarshal.TryGetArray(data, out var whole) && whole.Offset == 0 && whole.Count == whole.Array!.Length
+            ? whole.Array
+            : data.ToArray();
+        core = new Kcl.Core.Record(
+            bytes,
+            partitionKey,
+            parsed,
+            subSequenceNumber,
+            approximateArrivalTimestamp is { } time ? FSharpOption<DateTimeOffset>.Some(time) : null);
     }
 
-    internal Record(Kcl.Core.Record record)
-    {
-        Data = record.Data;
-        PartitionKey = record.PartitionKey;
-        SequenceNumber = record.SequenceNumber.Value;
-        SubSequenceNumber = record.SubSequenceNumber;
-        ApproximateArrivalTimestamp = Kcl.Core.Interop.Records.ArrivalTime(record);
-    }
+    // The daemon's record as the core decoded it: a batch wraps each one rather than copying its fields.
+    internal Record(Kcl.Core.Record record) => core = record;
+
+    private readonly Kcl.Core.Record core;
 
     /// <summary>The payload.</summary>
-    public ReadOnlyMemory<byte> Data { get; }
+    public ReadOnlyMemory<byte> Data => core.Data;
 
     /// <summary>The partition key; empty when the daemon sent none.</summary>
-    public string PartitionKey { get; }
+    public string PartitionKey => core.PartitionKey;
 
     /// <summary>The sequence number: a string of digits (56 or more for real records), never an integer.</summary>
-    public string SequenceNumber { get; }
+    public string SequenceNumber => core.SequenceNumber.Value;
 
     /// <summary>The position inside a KPL aggregate; 0 for records that were not aggregated.</summary>
-    public long SubSequenceNumber { get; }
+    public long SubSequenceNumber => core.SubSequenceNumber;
 
     /// <summary>When Kinesis received the record, if the daemon said.</summary>
-    public DateTimeOffset? ApproximateArrivalTimestamp { get; }
+    public DateTimeOffset? ApproximateArrivalTimestamp => Kcl.Core.Interop.Records.ArrivalTime(core);
 }

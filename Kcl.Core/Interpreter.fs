@@ -45,9 +45,11 @@ type internal LineSegment(memory: ReadOnlyMemory<byte>, runningIndex: int64) as 
         this.Next <- segment
         segment
 
-/// Reads lines of any length from a stream, as bytes; `\n` ends a line and a `\r` before it is dropped.
+/// Reads lines of any length from a stream, as bytes; `\n` ends a line and a `\r` before it is dropped. The buffer
+/// doubles, from `bufferSize` up to `contiguousLimit`, to keep a line whole: a line in one span decodes faster than
+/// one in pieces. A longer line is handed on in pieces of the buffer's size.
 [<Sealed>]
-type internal LineReader(stream: Stream, bufferSize: int) =
+type internal LineReader(stream: Stream, bufferSize: int, contiguousLimit: int) =
     let mutable buffer: byte[] = Array.zeroCreate bufferSize
     let mutable start = 0
     let mutable finish = 0
@@ -58,12 +60,13 @@ type internal LineReader(stream: Stream, bufferSize: int) =
     // The pieces handed out with the last line: free again once the caller asks for the next one.
     let lent = ResizeArray<byte[]>()
     let spare = Stack<byte[]>()
-    // Enough spare pieces for a usual batch's line (2 MiB) are kept; a rare longer line's are left to the collector.
-    let maxSpare = 32
+    // Spare pieces up to 2 MiB are kept for the next long line; a rare longer line's are left to the collector.
+    let maxSpareBytes = 2 * 1024 * 1024
 
     let reclaim () =
         for piece in lent do
-            if spare.Count < maxSpare then
+            // A piece cut before the buffer last grew is of the old size: it can no longer stand in for the buffer.
+            if piece.Length = buffer.Length && (spare.Count + 1) * piece.Length <= maxSpareBytes then
                 spare.Push piece
 
         lent.Clear()
@@ -113,7 +116,11 @@ type internal LineReader(stream: Stream, bufferSize: int) =
 
                 ReadOnlySequence<byte>(first, 0, lastSegment, lastSegment.Memory.Length)
 
-    new(stream) = LineReader(stream, 65536)
+    /// A buffer of a fixed size: every line longer than it comes in pieces.
+    new(stream, bufferSize) = LineReader(stream, bufferSize, bufferSize)
+
+    /// 64 KiB, doubling up to 1 MiB: a batch of 500 records of 1 KiB (about 700 KB) stays whole.
+    new(stream) = LineReader(stream, 65536, 1024 * 1024)
 
     /// The next line if the buffer holds its end (or, at the end of the stream, the rest); `searching` stays true
     /// when more bytes must be read first.
@@ -150,7 +157,13 @@ type internal LineReader(stream: Stream, bufferSize: int) =
             scanned <- scanned - start
             start <- 0
 
-        if finish = buffer.Length then
+        if finish = buffer.Length && pieces.Count = 0 && buffer.Length < contiguousLimit then
+            // A full buffer holds the start of one line: a bigger one keeps it whole.
+            let bigger = GC.AllocateUninitializedArray(min contiguousLimit (buffer.Length * 2))
+            Buffer.BlockCopy(buffer, 0, bigger, 0, finish)
+            buffer <- bigger
+            spare.Clear()
+        elif finish = buffer.Length then
             // A full buffer holds part of one line: keep it as a piece and read on into a new one.
             pieces.Add buffer
             buffer <- if spare.Count > 0 then spare.Pop() else GC.AllocateUninitializedArray buffer.Length

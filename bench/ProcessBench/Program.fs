@@ -61,6 +61,13 @@ let main argv =
             Name = child.Name + ", TC off"
             Environment = [ "DOTNET_TieredCompilation", "0" ] }
 
+    // The fast publish turns quick JIT off (samples/KclChild.props); a child with the runtime's default back, or the
+    // bare loop with the samples' setting, shows what that bought and compares like with like.
+    let quickJit on (child: Child) =
+        { child with
+            Name = child.Name + (if on then ", quick JIT on" else ", quick JIT off")
+            Environment = [ "DOTNET_TC_QuickJit", (if on then "1" else "0") ] }
+
     let children =
         [
             let csharp =
@@ -75,8 +82,9 @@ let main argv =
             if not localOnly then
                 fsharp
                 bare
+                quickJit false bare
+                quickJit true csharp
                 tieringOff csharp
-                tieringOff fsharp
                 tieringOff bare
             if nodeDir <> "" && not localOnly then
                 {
@@ -151,6 +159,13 @@ let main argv =
         | Some b -> sprintf "%.2f" (summary[workload, child].RecordsPerSecond / b.RecordsPerSecond)
         | None -> "-"
 
+    // The bare loop run with the child's runtime settings: the samples' publish turns quick JIT off.
+    let sameSettings (child: string) =
+        if child.StartsWith "bare-loop" then child
+        elif child.EndsWith ", TC off" then "bare-loop, TC off"
+        elif child.EndsWith ", quick JIT on" || child.StartsWith "node" then "bare-loop"
+        else "bare-loop, quick JIT off"
+
     printfn
         "| workload | child | records/s | MB/s | CPU µs/record | peak RSS MiB | spawn→initialize ms | ×bare | ×bare, same settings | ×node |"
 
@@ -170,7 +185,7 @@ let main argv =
                 s.Rss
                 s.Startup
                 (ratio workload.Name child.Name "bare-loop")
-                (ratio workload.Name child.Name (if child.Name.EndsWith ", TC off" then "bare-loop, TC off" else "bare-loop"))
+                (ratio workload.Name child.Name (sameSettings child.Name))
                 (ratio workload.Name child.Name "node (aws-kcl)")
 
     // Marginal CPU per record: the 2x stream minus the 1x stream, so start-up cancels out.

@@ -619,3 +619,26 @@ let ``pieces reused from line to line never leak one line's bytes into another``
         let text = String.Join("\n", expected) + "\n"
         let lines = readAll (LineReader(new Trickle(Encoding.ASCII.GetBytes text, random.Next(1, 40)), 16))
         Assert.Equal<string list>(expected, lines)
+        // The same with a buffer that grows first: lines up to 64 bytes stay whole, longer ones come in 64-byte pieces.
+        let lines = readAll (LineReader(new Trickle(Encoding.ASCII.GetBytes text, random.Next(1, 40)), 16, 64))
+        Assert.Equal<string list>(expected, lines)
+
+[<Fact>]
+let ``the buffer grows to keep a line up to its limit in one span, and a longer one comes in pieces`` () =
+    let lengths = [ 0; 5; 16; 17; 40; 63; 64; 65; 100; 200; 30; 64; 129 ]
+    let expected = [ for n in lengths -> String.init n (fun i -> string (char (97 + (n + i) % 26))) ]
+    let text = String.Join("\r\n", expected) + "\n"
+
+    for most in [ 1; 7; 16; 1000 ] do
+        let reader = LineReader(new Trickle(Encoding.ASCII.GetBytes text, most), 16, 64)
+
+        let lines =
+            [
+                let mutable line = reader.ReadLine()
+
+                while line.IsSome do
+                    yield Encoding.ASCII.GetString(line.Value.ToArray()), line.Value.IsSingleSegment
+                    line <- reader.ReadLine()
+            ]
+
+        Assert.Equal<(string * bool) list>([ for line in expected -> line, line.Length <= 64 ], lines)
