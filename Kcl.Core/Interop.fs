@@ -116,6 +116,38 @@ type ActionCall internal (callback: Lifecycle.Callback, checkpointer: Checkpoint
 /// How a run is wired, in C#'s shape: every member has a default.
 [<Sealed; AllowNullLiteral>]
 type RuntimeSettings() =
+    // The default's error names, made without F# Set or Seq functions: their code is JIT-compiled on first use, and
+    // every run starts here.
+    static let defaultRetryable =
+        let errors = RetryPolicy.DefaultRetryOn
+        let names = Array.zeroCreate<string> errors.Length
+
+        for i in 0 .. errors.Length - 1 do
+            names[i] <- errors[i].Name
+
+        names
+
+    // The same names in any order: a default run then reuses the default's set instead of building one.
+    static let isDefaultRetryable (names: IReadOnlyCollection<string>) =
+        let mutable same = names.Count = defaultRetryable.Length
+
+        if same then
+            for name in names do
+                if Array.IndexOf(defaultRetryable, name) < 0 then
+                    same <- false
+
+            for expected in defaultRetryable do
+                let mutable found = false
+
+                for name in names do
+                    if name = expected then
+                        found <- true
+
+                if not found then
+                    same <- false
+
+        same
+
     /// Attempts in all for a checkpoint, the first included.
     member val MaxAttempts = RetryPolicy.Default.MaxAttempts with get, set
     /// The backoff limit after the first failed attempt; it doubles after each further one.
@@ -126,7 +158,7 @@ type RuntimeSettings() =
     member val FullJitter = RetryPolicy.Default.FullJitter with get, set
     /// The daemon error names worth another attempt.
     member val RetryableErrors: IReadOnlyCollection<string> =
-        RetryPolicy.Default.RetryOn |> Seq.map _.Name |> Array.ofSeq :> _ with get, set
+        defaultRetryable.Clone() :?> string[] :> _ with get, set
     /// Log, answer and go on when a callback throws, instead of failing fast.
     member val SkipFailedBatch = false with get, set
     /// Where diagnostics go; null means the library's stderr log (KCL_LOG_LEVEL, KCL_LOG_FILE).
@@ -147,7 +179,11 @@ type RuntimeSettings() =
                     InitialBackoff = this.InitialBackoff
                     MaxBackoff = this.MaxBackoff
                     FullJitter = this.FullJitter
-                    RetryOn = this.RetryableErrors |> Seq.map CheckpointError.OfName |> Set.ofSeq
+                    RetryOn =
+                        if isDefaultRetryable this.RetryableErrors then
+                            RetryPolicy.Default.RetryOn
+                        else
+                            this.RetryableErrors |> Seq.map CheckpointError.OfName |> Set.ofSeq
                 }
             OnProcessorException =
                 if this.SkipFailedBatch then

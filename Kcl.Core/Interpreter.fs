@@ -404,7 +404,7 @@ module Interpreter =
                     if next.ShardId <> state.ShardId then
                         match next.ShardId with
                         | Some shard ->
-                            shardScope <- settings.Logger.BeginScope(dict [ LogScope.ShardId, box shard.Value ])
+                            shardScope <- settings.Logger.BeginScope(ShardScope shard.Value)
                         | None -> ()
 
                     state <- next

@@ -20,7 +20,10 @@ type DaemonCharset =
 // ---- decoding -----------------------------------------------------------------------------------------------------
 
 let private actionName = "action"B
-let private daemonActions = set ActionNames.all |> Set.add "checkpoint"
+// A HashSet, not an F# Set: the first line's decode builds this, and F# Set's code is JIT-compiled on first use, while
+// the daemon waits for the `initialize` answer.
+let private daemonActions =
+    Collections.Generic.HashSet<string>("checkpoint" :: ActionNames.all, StringComparer.Ordinal)
 
 /// The daemon writes `action` first (Jackson's type id), so the line can be decoded in one pass: read the action,
 /// decode the body from the same reader, then make sure the rest of the line is well-formed. None when the line

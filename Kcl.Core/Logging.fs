@@ -6,7 +6,6 @@ namespace Kcl.Core
 
 open System
 open System.Collections.Generic
-open System.Globalization
 open System.IO
 open Microsoft.Extensions.Logging
 
@@ -15,6 +14,46 @@ module LogScope =
     /// The key of the shard id in logging scopes.
     [<Literal>]
     let ShardId = "ShardId"
+
+/// The scope that names the shard: one key-value pair for any provider, read directly by the library's own. A plain
+/// class rather than F#'s `dict`, whose dictionary over F# struct boxes is JIT-compiled on first use, before the child
+/// can answer `initialize`.
+[<Sealed>]
+type internal ShardScope(shard: string) =
+    let pair = KeyValuePair<string, obj>(LogScope.ShardId, shard)
+
+    /// The shard id.
+    member _.Shard = shard
+
+    override _.ToString() = LogScope.ShardId + ":" + shard
+
+    interface IReadOnlyList<KeyValuePair<string, obj>> with
+        member _.Count = 1
+
+        member _.Item
+            with get index = if index = 0 then pair else raise (ArgumentOutOfRangeException(nameof index))
+
+        member _.GetEnumerator() : IEnumerator<KeyValuePair<string, obj>> = new ShardScopeEnumerator(pair)
+
+        member _.GetEnumerator() : Collections.IEnumerator = new ShardScopeEnumerator(pair)
+
+and [<Sealed>] internal ShardScopeEnumerator(pair: KeyValuePair<string, obj>) =
+    let mutable position = -1
+
+    interface IEnumerator<KeyValuePair<string, obj>> with
+        member _.Current = pair
+
+    interface Collections.IEnumerator with
+        member _.Current = box pair
+
+        member _.MoveNext() =
+            position <- position + 1
+            position = 0
+
+        member _.Reset() = position <- -1
+
+    interface IDisposable with
+        member _.Dispose() = ()
 
 /// Where library and user diagnostics go: stderr by default, a file when KCL_LOG_FILE says so.
 [<Sealed>]
@@ -33,7 +72,50 @@ type KclLoggerProvider(writer: TextWriter, minimumLevel: LogLevel) =
         | _ -> "NONE "
 
     static let oneLine (text: string) =
-        text.ReplaceLineEndings(" | ")
+        // A plain scan first: ReplaceLineEndings' vectorised search is JIT-compiled on first use, and most messages
+        // are one line already.
+        let mutable multiline = false
+        let mutable i = 0
+
+        while not multiline && i < text.Length do
+            match text[i] with
+            | '\n'
+            | '\r'
+            | '\f'
+            | '\u0085'
+            | '\u2028'
+            | '\u2029' -> multiline <- true
+            | _ -> i <- i + 1
+
+        if multiline then text.ReplaceLineEndings(" | ") else text
+
+    /// The time as yyyy-MM-ddTHH:mm:ss.fffZ, written digit by digit: the first custom DateTime format JIT-compiles
+    /// its generic formatting helpers, a cost the first log entry pays before `initialize` is answered.
+    static let timestamp (now: DateTime) =
+        let text = Array.zeroCreate<char> 24
+
+        let digits (index: int) (count: int) (value: int) =
+            let mutable value = value
+
+            for i in index + count - 1 .. -1 .. index do
+                text[i] <- char (48 + value % 10)
+                value <- value / 10
+
+        digits 0 4 now.Year
+        text[4] <- '-'
+        digits 5 2 now.Month
+        text[7] <- '-'
+        digits 8 2 now.Day
+        text[10] <- 'T'
+        digits 11 2 now.Hour
+        text[13] <- ':'
+        digits 14 2 now.Minute
+        text[16] <- ':'
+        digits 17 2 now.Second
+        text[19] <- '.'
+        digits 20 3 now.Millisecond
+        text[23] <- 'Z'
+        String(text)
 
     /// Reads `KCL_LOG_LEVEL` (trace, debug, information or info, warning or warn, error, critical, none).
     static member LevelFromEnvironment(fallback: LogLevel) =
@@ -82,6 +164,7 @@ type KclLoggerProvider(writer: TextWriter, minimumLevel: LogLevel) =
         scopes.ForEachScope(
             (fun scope _ ->
                 match scope with
+                | :? ShardScope as named -> shard <- named.Shard
                 | :? IEnumerable<KeyValuePair<string, obj>> as pairs ->
                     for pair in pairs do
                         if pair.Key = LogScope.ShardId then shard <- string pair.Value
@@ -94,11 +177,11 @@ type KclLoggerProvider(writer: TextWriter, minimumLevel: LogLevel) =
 
         // Concatenated, not interpolated: an F# interpolated string with this many holes goes through the printf
         // machinery, whose first use costs a child about 20 ms and 3.5 MiB before it can answer `initialize`. The
-        // invariant culture keeps the time Gregorian whatever the locale, and the culture data unloaded.
+        // time is written without a culture, so it stays Gregorian whatever the locale.
         let line =
             String.Concat(
                 [|
-                    DateTimeOffset.UtcNow.ToString("yyyy-MM-ddTHH:mm:ss.fffZ", CultureInfo.InvariantCulture)
+                    timestamp DateTime.UtcNow
                     " "
                     levelName level
                     " ["

@@ -55,16 +55,24 @@ type RetryPolicy =
         RetryOn: Set<CheckpointError>
     }
 
-    /// POLICY.md's default: throttling and dependency errors, 6 attempts, 200 ms doubling to at most 3.2 s, full
-    /// jitter; at most 6.2 s of waiting in all.
-    static member Default =
+    static let defaultRetryOn = [| CheckpointError.Throttling; CheckpointError.Dependency |]
+
+    // Built once: every run reads the default, and each F# Set built costs start-up time.
+    static let defaultPolicy =
         {
             MaxAttempts = 6
             InitialBackoff = TimeSpan.FromMilliseconds 200.0
             MaxBackoff = TimeSpan.FromMilliseconds 3200.0
             FullJitter = true
-            RetryOn = set [ CheckpointError.Throttling; CheckpointError.Dependency ]
+            RetryOn = Set.ofArray defaultRetryOn
         }
+
+    /// The default's retryable errors as an array, for callers that must not enumerate an F# Set at start-up.
+    static member internal DefaultRetryOn = defaultRetryOn
+
+    /// POLICY.md's default: throttling and dependency errors, 6 attempts, 200 ms doubling to at most 3.2 s, full
+    /// jitter; at most 6.2 s of waiting in all.
+    static member Default = defaultPolicy
 
     /// A policy that never retries.
     static member NoRetries = { RetryPolicy.Default with MaxAttempts = 1 }
