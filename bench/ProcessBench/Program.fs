@@ -61,12 +61,12 @@ let main argv =
             Name = child.Name + ", TC off"
             Environment = [ "DOTNET_TieredCompilation", "0" ] }
 
-    // The fast publish turns quick JIT off (samples/KclChild.props); a child with the runtime's default back, or the
+    // The fast publish turns TieredPGO off (samples/KclChild.props); a child with the runtime's default back, or the
     // bare loop with the samples' setting, shows what that bought and compares like with like.
-    let quickJit on (child: Child) =
+    let tieredPgo on (child: Child) =
         { child with
-            Name = child.Name + (if on then ", quick JIT on" else ", quick JIT off")
-            Environment = [ "DOTNET_TC_QuickJit", (if on then "1" else "0") ] }
+            Name = child.Name + (if on then ", TieredPGO on" else ", TieredPGO off")
+            Environment = [ "DOTNET_TieredPGO", (if on then "1" else "0") ] }
 
     let children =
         [
@@ -82,8 +82,8 @@ let main argv =
             if not localOnly then
                 fsharp
                 bare
-                quickJit false bare
-                quickJit true csharp
+                tieredPgo false bare
+                tieredPgo true csharp
                 tieringOff csharp
                 tieringOff bare
             if nodeDir <> "" && not localOnly then
@@ -159,12 +159,12 @@ let main argv =
         | Some b -> sprintf "%.2f" (summary[workload, child].RecordsPerSecond / b.RecordsPerSecond)
         | None -> "-"
 
-    // The bare loop run with the child's runtime settings: the samples' publish turns quick JIT off.
+    // The bare loop run with the child's runtime settings: the samples' publish turns TieredPGO off.
     let sameSettings (child: string) =
         if child.StartsWith "bare-loop" then child
         elif child.EndsWith ", TC off" then "bare-loop, TC off"
-        elif child.EndsWith ", quick JIT on" || child.StartsWith "node" then "bare-loop"
-        else "bare-loop, quick JIT off"
+        elif child.EndsWith ", TieredPGO on" || child.StartsWith "node" then "bare-loop"
+        else "bare-loop, TieredPGO off"
 
     printfn
         "| workload | child | records/s | MB/s | CPU µs/record | peak RSS MiB | spawn→initialize ms | ×bare | ×bare, same settings | ×node |"

@@ -21,6 +21,8 @@ let private properties =
         "PublishReadyToRunComposite"
         "InvariantGlobalization"
         "NETCoreSdkRuntimeIdentifier"
+        "PublishReadyToRunCrossgen2ExtraArgs"
+        "TieredPGO"
     ]
 
 /// The evaluated properties of a project under the given extra arguments.
@@ -73,9 +75,11 @@ let ``By default the samples publish framework-dependent and portable, with both
         Assert.NotEqual<string>("true", p["PublishTrimmed"])
         Assert.NotEqual<string>("true", p["PublishReadyToRun"])
         Assert.Equal("true", p["InvariantGlobalization"])
+        Assert.Equal("", p["PublishReadyToRunCrossgen2ExtraArgs"])
+        Assert.NotEqual<string>("false", p["TieredPGO"])
 
 [<Fact>]
-let ``KclFastStartup publishes the samples self-contained for this machine, partly trimmed, as one composite ReadyToRun image``
+let ``KclFastStartup publishes the samples self-contained for this machine, partly trimmed, as one composite ReadyToRun image for x86-64-v3, without the instrumented tier``
     ()
     =
     for project in samples do
@@ -87,3 +91,12 @@ let ``KclFastStartup publishes the samples self-contained for this machine, part
         Assert.Equal("partial", p["TrimMode"])
         Assert.Equal("true", p["PublishReadyToRun"])
         Assert.Equal("true", p["PublishReadyToRunComposite"])
+        Assert.Equal("--instruction-set:x86-64-v3", p["PublishReadyToRunCrossgen2ExtraArgs"])
+        Assert.Equal("false", p["TieredPGO"])
+
+[<Fact>]
+let ``KclInstructionSet chooses the instruction set of the fast publish, for machines without AVX2`` () =
+    let p =
+        evaluate samples.Head [ "-p:KclFastStartup=true"; "-p:KclInstructionSet=x86-64-v2" ]
+
+    Assert.Equal("--instruction-set:x86-64-v2", p["PublishReadyToRunCrossgen2ExtraArgs"])
