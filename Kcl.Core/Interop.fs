@@ -129,24 +129,7 @@ type RuntimeSettings() =
 
     // The same names in any order: a default run then reuses the default's set instead of building one.
     static let isDefaultRetryable (names: IReadOnlyCollection<string>) =
-        let mutable same = names.Count = defaultRetryable.Length
-
-        if same then
-            for name in names do
-                if Array.IndexOf(defaultRetryable, name) < 0 then
-                    same <- false
-
-            for expected in defaultRetryable do
-                let mutable found = false
-
-                for name in names do
-                    if name = expected then
-                        found <- true
-
-                if not found then
-                    same <- false
-
-        same
+        HashSet<string>(names, StringComparer.Ordinal).SetEquals defaultRetryable
 
     /// Attempts in all for a checkpoint, the first included.
     member val MaxAttempts = RetryPolicy.Default.MaxAttempts with get, set
