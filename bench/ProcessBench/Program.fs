@@ -54,19 +54,18 @@ let main argv =
     let published name =
         { Name = name; File = Path.Combine(root, "artifacts", name); Arguments = []; Environment = [] }
 
-    // The same child with tiered compilation off: no rejitting while a short stream runs, at some cost in start-up
-    // and in steady-state code quality (bench/README.md, "Tiered compilation").
-    let tieringOff (child: Child) =
+    // The same child under one runtime setting, given as a DOTNET_ variable (bench/README.md, "Runtime settings for
+    // throughput"): tiered compilation off (no rejitting while a short stream runs, at some cost in start-up), or
+    // TieredPGO on or off (the fast publish turns it off, so the C# sample with it on shows what that bought, and the
+    // bare loop with it off compares like with like).
+    let withSetting suffix variable value (child: Child) =
         { child with
-            Name = child.Name + ", TC off"
-            Environment = [ "DOTNET_TieredCompilation", "0" ] }
+            Name = child.Name + suffix
+            Environment = [ variable, value ] }
 
-    // The fast publish turns TieredPGO off (samples/KclChild.props); a child with the runtime's default back, or the
-    // bare loop with the samples' setting, shows what that bought and compares like with like.
-    let tieredPgo on (child: Child) =
-        { child with
-            Name = child.Name + (if on then ", TieredPGO on" else ", TieredPGO off")
-            Environment = [ "DOTNET_TieredPGO", (if on then "1" else "0") ] }
+    let tieringOff = withSetting ", TC off" "DOTNET_TieredCompilation" "0"
+    let tieredPgoOff = withSetting ", TieredPGO off" "DOTNET_TieredPGO" "0"
+    let tieredPgoOn = withSetting ", TieredPGO on" "DOTNET_TieredPGO" "1"
 
     let children =
         [
@@ -82,8 +81,8 @@ let main argv =
             if not localOnly then
                 fsharp
                 bare
-                tieredPgo false bare
-                tieredPgo true csharp
+                tieredPgoOff bare
+                tieredPgoOn csharp
                 tieringOff csharp
                 tieringOff bare
             if nodeDir <> "" && not localOnly then
