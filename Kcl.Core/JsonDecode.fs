@@ -6,6 +6,8 @@
 module internal Kcl.Core.JsonDecode
 
 open System
+open System.Buffers
+open System.Buffers.Text
 open System.Text
 open System.Text.Json
 open Kcl.Core.JsonText
@@ -44,15 +46,45 @@ let private decodeInitialize (reader: byref<Utf8JsonReader>) =
     | Some id -> DaemonMessage.Initialize(ShardId id, sequence, subSequence)
     | None -> fail (ProtocolError.MissingField(action, "shardId"))
 
+/// The usual payload (one unescaped span, padded) decoded straight into an array of its exact length. The reader's own
+/// TryGetBytesFromBase64 decodes into a rented buffer and then copies: a second pass over every payload. Anything
+/// else (escapes, pieces, whitespace, invalid text) is left to it, so what is accepted does not change.
+let private decodeBase64Exactly (reader: byref<Utf8JsonReader>) =
+    if reader.HasValueSequence || reader.ValueIsEscaped then
+        ValueNone
+    else
+        let text = reader.ValueSpan
+
+        if text.Length % 4 <> 0 then
+            ValueNone
+        else
+            let padding =
+                if text.Length = 0 || text[text.Length - 1] <> byte '=' then 0
+                elif text[text.Length - 2] <> byte '=' then 1
+                else 2
+
+            let bytes = GC.AllocateUninitializedArray<byte>(text.Length / 4 * 3 - padding)
+            let mutable consumed = 0
+            let mutable written = 0
+
+            match Base64.DecodeFromUtf8(text, Span bytes, &consumed, &written, true) with
+            | OperationStatus.Done when written = bytes.Length -> ValueSome bytes
+            | _ -> ValueNone
+
 let private readData (reader: byref<Utf8JsonReader>, field: string) =
     match reader.TokenType with
     | JsonTokenType.Null -> Array.Empty<byte>()
     | JsonTokenType.String ->
         // Returns a new array each time: record payloads are never pooled (POLICY.md "Records that user code keeps").
-        match reader.TryGetBytesFromBase64() with
-        | true, bytes -> bytes
-        | false, _ ->
-            fail (ProtocolError.InvalidValue("processRecords", field, "not valid base64 (standard alphabet, padded)"))
+        match decodeBase64Exactly &reader with
+        | ValueSome bytes -> bytes
+        | ValueNone ->
+            match reader.TryGetBytesFromBase64() with
+            | true, bytes -> bytes
+            | false, _ ->
+                fail (
+                    ProtocolError.InvalidValue("processRecords", field, "not valid base64 (standard alphabet, padded)")
+                )
     | other -> fail (ProtocolError.WrongType("processRecords", field, "a base64 string or null", describeToken other))
 
 let private toTimestamp (field: string) (millis: int64) =

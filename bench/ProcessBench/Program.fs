@@ -54,18 +54,22 @@ let main argv =
     let published name =
         { Name = name; File = Path.Combine(root, "artifacts", name); Arguments = []; Environment = [] }
 
-    // The same child under one runtime setting, given as a DOTNET_ variable (bench/README.md, "Runtime settings for
-    // throughput"): tiered compilation off (no rejitting while a short stream runs, at some cost in start-up), or
-    // TieredPGO on or off (the fast publish turns it off, so the C# sample with it on shows what that bought, and the
-    // bare loop with it off compares like with like).
-    let withSetting suffix variable value (child: Child) =
+    // The same child under other runtime settings, given as DOTNET_ variables (bench/README.md, "Runtime settings for
+    // throughput"): tiered compilation off (no recompiling while a short stream runs, at some cost in start-up); the
+    // samples' fast publish turns TieredPGO off and the call-counting delay to 0, so the bare loop under those two
+    // compares like with like, and the C# sample with the runtime's defaults back shows what they bought.
+    let withSettings suffix settings (child: Child) =
         { child with
             Name = child.Name + suffix
-            Environment = [ variable, value ] }
+            Environment = settings }
 
-    let tieringOff = withSetting ", TC off" "DOTNET_TieredCompilation" "0"
-    let tieredPgoOff = withSetting ", TieredPGO off" "DOTNET_TieredPGO" "0"
-    let tieredPgoOn = withSetting ", TieredPGO on" "DOTNET_TieredPGO" "1"
+    let tieringOff = withSettings ", TC off" [ "DOTNET_TieredCompilation", "0" ]
+
+    let samplesSettings =
+        withSettings ", samples' settings" [ "DOTNET_TieredPGO", "0"; "DOTNET_TC_CallCountingDelayMs", "0" ]
+
+    let runtimeDefaults =
+        withSettings ", runtime defaults" [ "DOTNET_TieredPGO", "1"; "DOTNET_TC_CallCountingDelayMs", "100" ]
 
     let children =
         [
@@ -81,8 +85,8 @@ let main argv =
             if not localOnly then
                 fsharp
                 bare
-                tieredPgoOff bare
-                tieredPgoOn csharp
+                samplesSettings bare
+                runtimeDefaults csharp
                 tieringOff csharp
                 tieringOff bare
             if nodeDir <> "" && not localOnly then
@@ -158,12 +162,12 @@ let main argv =
         | Some b -> sprintf "%.2f" (summary[workload, child].RecordsPerSecond / b.RecordsPerSecond)
         | None -> "-"
 
-    // The bare loop run with the child's runtime settings: the samples' publish turns TieredPGO off.
+    // The bare loop run with the child's runtime settings.
     let sameSettings (child: string) =
         if child.StartsWith "bare-loop" then child
         elif child.EndsWith ", TC off" then "bare-loop, TC off"
-        elif child.EndsWith ", TieredPGO on" || child.StartsWith "node" then "bare-loop"
-        else "bare-loop, TieredPGO off"
+        elif child.EndsWith ", runtime defaults" || child.StartsWith "node" then "bare-loop"
+        else "bare-loop, samples' settings"
 
     printfn
         "| workload | child | records/s | MB/s | CPU µs/record | peak RSS MiB | spawn→initialize ms | ×bare | ×bare, same settings | ×node |"

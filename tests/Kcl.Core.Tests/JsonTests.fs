@@ -628,6 +628,42 @@ let ``invalid base64 and strings that are not sequence numbers are invalid value
         (ProtocolError.WrongType("initialize", "sequenceNumber", "a string or null", "a number"))
         (Json.decodeDaemonLine (sequence "4959"))
 
+// The decoder reads the usual payload with its own exact-length decode and leaves everything else to Utf8JsonReader;
+// either way a record's data must be what the reader's TryGetBytesFromBase64 makes of the same JSON string.
+[<Fact>]
+let ``record data decodes exactly as Utf8JsonReader's own base64 decoder would`` () =
+    let damage =
+        Gen.elements [ ""; " "; "    "; "AA  "; "="; "=="; "A"; "\\n"; "\\u0041"; "!"; "\\/" ]
+
+    let text =
+        gen {
+            let! bytes = payload
+            let encoded = Convert.ToBase64String bytes
+            let! cut = Gen.choose (0, encoded.Length)
+            let! inserted = damage
+            let! keep = Gen.elements [ true; true; false ]
+            return if keep then encoded else encoded.Insert(cut, inserted)
+        }
+
+    Prop.forAll (Arb.fromGen text) (fun value ->
+        let json = "\"" + value + "\""
+        let mutable reader = Utf8JsonReader(ReadOnlySpan(utf8 json))
+        reader.Read() |> ignore
+
+        let expected =
+            match reader.TryGetBytesFromBase64() with
+            | true, bytes -> Some bytes
+            | false, _ -> None
+
+        let line =
+            sprintf """{"action":"processRecords","records":[{"sequenceNumber":"1","data":%s}]}""" json
+
+        match expected, Json.decodeDaemonLine line with
+        | Some bytes, Ok(DaemonMessage.ProcessRecords([| decoded |], None)) -> decoded.Data = bytes
+        | None, Error(ProtocolError.InvalidValue("processRecords", "records[0].data", _)) -> true
+        | _ -> false)
+    |> check 2000
+
 [<Fact>]
 let ``every prefix of a valid line is an error, never an exception`` () =
     for line in [ t04Batch; t11Batch; fst daemonLines.Head ] do
