@@ -25,9 +25,6 @@ let private properties =
         "TieredPGO"
     ]
 
-/// The runtime setting the fast publish adds to the child's runtimeconfig.json, read from its items.
-let private callCountingDelay = "System.Runtime.TieredCompilation.CallCountingDelayMs"
-
 /// The evaluated properties of a project under the given extra arguments.
 let private evaluate (project: string) (extra: string list) =
     let psi =
@@ -35,7 +32,6 @@ let private evaluate (project: string) (extra: string list) =
             "dotnet",
             [ "msbuild"; project; "-p:Configuration=Release" ]
             @ (properties |> List.map (fun p -> "-getProperty:" + p))
-            @ [ "-getItem:RuntimeHostConfigurationOption" ]
             @ extra,
             WorkingDirectory = ApiTests.repoRoot,
             UseShellExecute = false,
@@ -57,20 +53,8 @@ let private evaluate (project: string) (extra: string list) =
     use doc = JsonDocument.Parse out
     let found = doc.RootElement.GetProperty "Properties"
 
-    let runtimeOptions =
-        match doc.RootElement.GetProperty("Items").TryGetProperty "RuntimeHostConfigurationOption" with
-        | true, items -> [ for item in items.EnumerateArray() -> item ]
-        | false, _ -> []
-
-    let delay =
-        runtimeOptions
-        |> List.tryFind (fun item -> item.GetProperty("Identity").GetString() = callCountingDelay)
-        |> Option.map (fun item -> item.GetProperty("Value").GetString())
-        |> Option.defaultValue ""
-
     properties
     |> List.map (fun name -> name, found.GetProperty(name).GetString())
-    |> List.append [ callCountingDelay, delay ]
     |> Map.ofList
 
 let private samples =
@@ -93,10 +77,9 @@ let ``By default the samples publish framework-dependent and portable, with both
         Assert.Equal("true", p["InvariantGlobalization"])
         Assert.Equal("", p["PublishReadyToRunCrossgen2ExtraArgs"])
         Assert.NotEqual<string>("false", p["TieredPGO"])
-        Assert.Equal("", p[callCountingDelay])
 
 [<Fact>]
-let ``KclFastStartup publishes the samples self-contained for this machine, partly trimmed, as one composite ReadyToRun image for x86-64-v3, without the instrumented tier or the call-counting delay``
+let ``KclFastStartup publishes the samples self-contained for this machine, partly trimmed, as one composite ReadyToRun image for x86-64-v3, without the instrumented tier``
     ()
     =
     for project in samples do
@@ -110,7 +93,6 @@ let ``KclFastStartup publishes the samples self-contained for this machine, part
         Assert.Equal("true", p["PublishReadyToRunComposite"])
         Assert.Equal("--instruction-set:x86-64-v3", p["PublishReadyToRunCrossgen2ExtraArgs"])
         Assert.Equal("false", p["TieredPGO"])
-        Assert.Equal("0", p[callCountingDelay])
 
 [<Fact>]
 let ``KclInstructionSet chooses the instruction set of the fast publish, for machines without AVX2`` () =
