@@ -114,6 +114,16 @@ type DriverHooks =
         ChildStderr: string -> string -> unit
     }
 
+/// A batch ready to send: its records, its action and the action's line.
+type private Batch =
+    {
+        /// The 0-based position of the first record.
+        Position: int
+        Records: Record[]
+        Message: DaemonMessage
+        Line: byte[]
+    }
+
 /// Drives one shard's child.
 [<RequireQualifiedAccess>]
 module ShardDriver =
@@ -239,7 +249,7 @@ module ShardDriver =
                 let mutable redelivered = 0
                 let mutable bytes = 0L
                 let mutable batches = 0
-                let mutable duplicate: Record[] option = None
+                let mutable duplicate: Batch option = None
                 let mutable idleDue = false
                 let mutable shutdownSent = false
                 let mutable playing = true
@@ -278,10 +288,10 @@ module ShardDriver =
                             fail (DriverFailure.ChildExited(exitCode ()))
                     }
 
-                let send message =
+                let sent result (message: DaemonMessage) line =
                     task {
-                        match DaemonSession.trySend message session with
-                        | Ok(next, line) ->
+                        match result with
+                        | Ok next ->
                             session <- next
 
                             let! written = write line
@@ -292,20 +302,52 @@ module ShardDriver =
                             invalidOp (sprintf "%s: the local daemon cannot send %s: %s" shardId message.Action reason)
                     }
 
-                let deliver (records: Record[]) (remaining: int) (again: bool) =
+                let send message =
+                    match DaemonSession.trySend message session with
+                    | Ok(next, line) -> sent (Ok next) message line
+                    | Error reason -> sent (Error reason) message null
+
+                let batchOf position (records: Record[]) (remaining: int) =
+                    // As a GetRecords response says it: how far behind the newest record the batch is when it is read.
+                    let behind =
+                        if remaining = 0 || records.Length = 0 then
+                            0L
+                        else
+                            match (Array.last records).ApproximateArrivalTimestamp with
+                            | Some arrival -> max 0L (int64 (DateTimeOffset.UtcNow - arrival).TotalMilliseconds)
+                            | None -> 0L
+
+                    let message = DaemonMessage.ProcessRecords(records, Some behind)
+
+                    {
+                        Position = position
+                        Records = records
+                        Message = message
+                        Line = DaemonSession.encode options message
+                    }
+
+                // The next batch, read and encoded on the thread pool while the child works on the last one, so that
+                // its line is ready when the status comes: the encoding then overlaps the child's work instead of
+                // adding to it (half of kcl-local's cost per record, when the two took turns on the same cores). As
+                // the real daemon's prefetching, it is read before it is due; it is used only if it is still what a
+                // read now would give.
+                let mutable ahead: Task<Batch option> = null
+
+                let readAhead position =
+                    ahead <-
+                        Task.Run<Batch option>(fun () ->
+                            match start.Feed.Read(position, settings.MaxRecords) with
+                            | FeedRead.Records(records, remaining) -> Some(batchOf position records remaining)
+                            | FeedRead.Waiting
+                            | FeedRead.Ended -> None)
+
+                let deliver (batch: Batch) (again: bool) =
                     task {
                         do! delay settings.SlowBatch stop
+                        let records = batch.Records
 
                         if records.Length > 0 then
                             hooks.Delivering shardId (Array.last records).SequenceNumber.Value
-
-                        let behind =
-                            if remaining = 0 || records.Length = 0 then
-                                0L
-                            else
-                                match (Array.last records).ApproximateArrivalTimestamp with
-                                | Some arrival -> max 0L (int64 (DateTimeOffset.UtcNow - arrival).TotalMilliseconds)
-                                | None -> 0L
 
                         delivered <- delivered + records.Length
                         bytes <- bytes + (records |> Array.sumBy (fun r -> int64 r.Data.Length))
@@ -325,7 +367,34 @@ module ShardDriver =
                         if streamingSince = 0L then
                             streamingSince <- Stopwatch.GetTimestamp()
 
-                        do! send (DaemonMessage.ProcessRecords(records, Some behind))
+                        if not again then
+                            readAhead cursor
+
+                        do! sent (DaemonSession.tryOpen batch.Message session) batch.Message batch.Line
+                    }
+
+                // The batch read ahead if it starts at the cursor and is as full as a read now would be (more records
+                // may have arrived since, from stdin or a Kinesis endpoint); otherwise what a read now finds.
+                let read () =
+                    task {
+                        let! early =
+                            match ahead with
+                            | null -> Task.FromResult None
+                            | pending -> pending
+
+                        ahead <- null
+
+                        match early with
+                        | Some batch when
+                            batch.Position = cursor
+                            && (batch.Records.Length = settings.MaxRecords
+                                || start.Feed.Count = cursor + batch.Records.Length)
+                            ->
+                            return Choice1Of2 batch
+                        | _ ->
+                            match start.Feed.Read(cursor, settings.MaxRecords) with
+                            | FeedRead.Records(records, remaining) -> return Choice1Of2(batchOf cursor records remaining)
+                            | other -> return Choice2Of2 other
                     }
 
                 let nextAction () =
@@ -343,28 +412,28 @@ module ShardDriver =
                             do! send DaemonMessage.LeaseLost
                         else
                             match duplicate with
-                            | Some records ->
+                            | Some (batch: Batch) ->
                                 duplicate <- None
-                                do! deliver records 0 true
+                                do! deliver (batchOf batch.Position batch.Records 0) true
                             | None ->
                                 if idleDue then
                                     idleDue <- false
                                     do! delay settings.IdleTimeBetweenReads stop
 
-                                match start.Feed.Read(cursor, settings.MaxRecords) with
-                                | FeedRead.Records(records, remaining) ->
+                                match! read () with
+                                | Choice1Of2 batch ->
                                     progress.State <- "reading"
-                                    do! deliver records remaining false
+                                    do! deliver batch false
 
                                     if settings.DuplicateEvery |> Option.exists (fun n -> batches % n = 0) then
-                                        duplicate <- Some records
-                                | FeedRead.Waiting ->
+                                        duplicate <- Some batch
+                                | Choice2Of2 FeedRead.Waiting ->
                                     progress.State <- "waiting"
                                     idleDue <- true
 
                                     if settings.CallProcessRecordsEvenForEmptyRecordList then
                                         do! send (DaemonMessage.ProcessRecords([||], Some 0L))
-                                | FeedRead.Ended ->
+                                | Choice2Of2 _ ->
                                     progress.State <- "shard end"
                                     do! send DaemonMessage.ShardEnded
                     }
