@@ -272,3 +272,15 @@ let ``A batch read ahead before more records arrived is read again, full`` () =
         Assert.True(summary.Clean, describe summary)
         Assert.Equal<int list>([ 10; 10; 10; 3 ], batchesOf summary.Shards.Head |> List.map _.Length)
     }
+
+[<Fact>]
+let ``On Linux a child's stdin is a pipe of 1 MiB, so that a batch of 1 KiB records goes in one write`` () =
+    if OperatingSystem.IsLinux() then
+        // F_GETPIPE_SZ is 1032.
+        match ChildProcess.start AppContext.BaseDirectory [ "python3"; "-c"; "import fcntl; print(fcntl.fcntl(0, 1032))" ] with
+        | Error problem -> failwith problem
+        | Ok child ->
+            use child = child
+            let size = child.StandardOutput.ReadToEnd().Trim()
+            child.WaitForExit()
+            Assert.Equal("1048576", size)
