@@ -55,6 +55,9 @@ let trySend (message: DaemonMessage) (session: Session) : Result<Session * byte[
 let encode (options: SessionOptions) (message: DaemonMessage) =
     DaemonLine.encode options.Charset options.LineSeparator message
 
+let encodeInto (buffer: int -> byte[]) (options: SessionOptions) (message: DaemonMessage) =
+    DaemonLine.encodeInto buffer options.Charset options.LineSeparator message
+
 let tryOpen (message: DaemonMessage) (session: Session) : Result<Session, string> =
     let state = session.State
     let kind = kindOf message
