@@ -52,6 +52,20 @@ let trySend (message: DaemonMessage) (session: Session) : Result<Session * byte[
     | Some reason -> Error reason
     | None -> Ok(Session(opened state message kind.Value), encodeLine state message)
 
+let encode (options: SessionOptions) (message: DaemonMessage) =
+    DaemonLine.encode options.Charset options.LineSeparator message
+
+let encodeInto (buffer: int -> byte[]) (options: SessionOptions) (message: DaemonMessage) =
+    DaemonLine.encodeInto buffer options.Charset options.LineSeparator message
+
+let tryOpen (message: DaemonMessage) (session: Session) : Result<Session, string> =
+    let state = session.State
+    let kind = kindOf message
+
+    match refusal state message kind with
+    | Some reason -> Error reason
+    | None -> Ok(Session(opened state message kind.Value))
+
 let send (message: DaemonMessage) (session: Session) =
     match trySend message session with
     | Ok sent -> sent

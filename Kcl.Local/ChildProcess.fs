@@ -7,6 +7,12 @@ namespace Kcl.Local
 open System
 open System.Diagnostics
 open System.IO
+open System.IO.Pipes
+open System.Runtime.InteropServices
+
+module private Native =
+    [<DllImport("libc", SetLastError = true)>]
+    extern int fcntl(int fd, int cmd, int arg)
 
 /// Starting child processes.
 [<RequireQualifiedAccess>]
@@ -19,6 +25,19 @@ module ChildProcess =
                      ||| UnixFileMode.GroupExecute
                      ||| UnixFileMode.OtherExecute))
                <> UnixFileMode.None)
+
+    // F_SETPIPE_SZ (Linux): a pipe's capacity. The default 64 KiB takes a 500-record batch of 1 KiB records (about
+    // 0.7 MB) in a dozen writes, each waiting for the child to read and each an epoll wake-up and a thread hop here;
+    // at 1 MiB (the unprivileged limit, /proc/sys/fs/pipe-max-size) such a batch goes in one write while the child
+    // reads. A refusal only leaves the default.
+    let private setPipeSize = 1031
+    let private pipeSize = 1 <<< 20
+
+    let private widen (stream: Stream) =
+        match stream with
+        | :? PipeStream as pipe when OperatingSystem.IsLinux() ->
+            Native.fcntl (int (pipe.SafePipeHandle.DangerousGetHandle()), setPipeSize, pipeSize) |> ignore
+        | _ -> ()
 
     /// The file a program name names, as `ProcessBuilder` finds it: a name with a directory separator is a path
     /// relative to the working directory; a bare name is looked up on PATH. `None` when nothing fits.
@@ -71,6 +90,8 @@ module ChildProcess =
                     info.ArgumentList.Add argument
 
                 try
-                    Ok(Process.Start info)
+                    let child = Process.Start info
+                    widen child.StandardInput.BaseStream
+                    Ok child
                 with e ->
                     Error(sprintf "Failed to start client executable %s: %s" file e.Message)

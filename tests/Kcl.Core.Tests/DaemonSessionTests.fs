@@ -1196,3 +1196,31 @@ let ``a processRecords line is the reference encoding plus the separator, whatev
 
             Assert.Equal<byte[]>(expected, line))
     )
+
+[<Fact>]
+let ``a line encoded ahead, into a reused array, is the line send writes, and tryOpen leaves the session send leaves`` () =
+    let batch =
+        gen {
+            let! records = Gen.arrayOf anyRecord
+            let! behind = Gen.elements [ None; Some 0L; Some 12345L ]
+            let! charset = Gen.elements [ Json.DaemonCharset.Utf8; Json.DaemonCharset.PosixAscii ]
+            let! spare = Gen.choose (0, 4096)
+            return DaemonMessage.ProcessRecords(records, behind), charset, spare
+        }
+
+    Check.One(
+        Config.QuickThrowOnFailure.WithMaxTest 300,
+        Prop.forAll (Arb.fromGen batch) (fun (message, charset, spare) ->
+            let options = { SessionOptions.Create shard with Charset = charset }
+            let session = DaemonSession.create options
+            let sent, line = DaemonSession.send message session
+            // A used array, larger than the line and full of other bytes: only the line's own bytes count.
+            let reused = Array.create (line.Length + spare) 'x'B
+            let encoded = DaemonSession.encodeInto (fun _ -> reused) options message
+            Assert.Equal<byte[]>(line, encoded.ToArray())
+            Assert.Equal<byte[]>(line, DaemonSession.encode options message)
+
+            match DaemonSession.tryOpen message session with
+            | Ok opened -> Assert.Equal(sent, opened)
+            | Error reason -> failwith reason)
+    )

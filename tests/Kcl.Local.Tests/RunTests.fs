@@ -68,8 +68,16 @@ let ``A source waiting for data gets empty batches when asked and ends when its 
                 Source = Source.Lines reader
             }
 
-        let running = runToEnd settings
-        do! Task.Delay 700
+        let mutable meters: ShardProgress[] = [||]
+        let running = runWith settings (fun m -> meters <- m) CancellationToken.None
+
+        // Every shard has found the source empty (and so sent an empty batch) before the records come: a fixed wait
+        // here was sometimes shorter than a python child's start on a loaded machine.
+        while not running.IsCompleted
+              && (meters.Length = 0 || meters |> Array.exists (fun m -> m.State <> "waiting")) do
+            do! Task.Delay 10
+
+        do! Task.Delay 300
 
         let lines =
             [
@@ -154,3 +162,125 @@ let ``LATEST skips the records already in a file source and TRIM_HORIZON deliver
         Assert.Equal(0, latest.Delivered)
         Assert.Equal(5, horizon.Delivered)
     }
+
+/// The batches a shard's child was sent, in order.
+let private batchesOf (shard: ShardResult) =
+    shard.Session.Value.Sent
+    |> List.choose (function
+        | DaemonMessage.ProcessRecords(records, _) -> Some records
+        | _ -> None)
+
+[<Fact>]
+let ``Batches read ahead arrive in order and full, and every checkpoint is honoured`` () =
+    task {
+        let config = config "python3 children/misbehave.py good" [ "maxRecords = 100" ]
+        let! summary = runToEnd (settings config (tempDir ()) 2345 1)
+        Assert.True(summary.Clean, describe summary)
+        let shard = summary.Shards.Head
+        Assert.Equal(ShardEnding.ShardEnded, shard.Ending)
+        let batches = batchesOf shard
+        Assert.Equal<int list>(List.replicate 23 100 @ [ 45 ], batches |> List.map _.Length)
+
+        // The stream's own order, each record once: the shard's sequence numbers 1, 2, 3...
+        Assert.Equal<string list>(
+            [ for i in 1L .. 2345L -> Shards.sequenceNumber 0 i ],
+            batches |> List.collect (fun b -> [ for r in b -> r.SequenceNumber.Value ])
+        )
+
+        // The child checkpoints the end of each batch, then SHARD_END: every one is taken, in order.
+        let positions = shard.Session.Value.Checkpoints |> List.map _.Position
+
+        Assert.Equal<string list>(
+            (batches |> List.map (fun b -> (Array.last b).SequenceNumber.Value)) @ [ "SHARD_END" ],
+            positions |> List.map _.SequenceNumber.Value
+        )
+
+        Assert.Equal(2345, shard.Checkpointed)
+        Assert.Equal(0, shard.Redelivered)
+    }
+
+[<Fact>]
+let ``A duplicated batch comes before the batch read ahead, and a lost lease drops it`` () =
+    task {
+        let config = config "python3 children/misbehave.py good" [ "maxRecords = 100" ]
+
+        let! duplicated =
+            runToEnd
+                { settings config (tempDir ()) 1000 1 with
+                    DuplicateEvery = Some 2
+                }
+
+        Assert.True(duplicated.Clean, describe duplicated)
+        let shard = duplicated.Shards.Head
+        let firsts = batchesOf shard |> List.map (fun b -> b[0].SequenceNumber.Value)
+
+        // Batches 2, 4, 6... twice in a row, and the next one then goes on from the stream.
+        let expected =
+            [
+                for batch in 1..10 do
+                    let first = Shards.sequenceNumber 0 (int64 ((batch - 1) * 100 + 1))
+                    first
+                    if batch % 2 = 0 then first
+            ]
+
+        Assert.Equal<string list>(expected, firsts)
+        Assert.Equal(1500, shard.Delivered)
+        Assert.Equal(500, shard.Redelivered)
+        Assert.Equal(1000, shard.Checkpointed)
+
+        let! lost =
+            runToEnd
+                { settings config (tempDir ()) 1000 1 with
+                    LeaseLostAfter = Some 3
+                }
+
+        Assert.True(lost.Clean, describe lost)
+        let shard = lost.Shards.Head
+        Assert.Equal(ShardEnding.LeaseLost, shard.Ending)
+        Assert.Equal(300, shard.Delivered)
+        Assert.Equal(3, (batchesOf shard).Length)
+    }
+
+[<Fact>]
+let ``A batch read ahead before more records arrived is read again, full`` () =
+    task {
+        let pipe = Pipe()
+        let reader = new StreamReader(pipe.Reader.AsStream())
+        let config = config "python3 children/misbehave.py slow" [ "maxRecords = 10" ]
+
+        let settings =
+            { settings config (tempDir ()) 0 1 with
+                Source = Source.Lines reader
+            }
+
+        let write (range: int seq) =
+            let lines = [ for i in range -> sprintf """{"partitionKey":"k","text":"record %d"}""" i ]
+            pipe.Writer.WriteAsync(ReadOnlyMemory(Text.Encoding.UTF8.GetBytes(String.Join("\n", lines) + "\n")))
+
+        let! _ = write (seq { 1..13 })
+        let mutable meters: ShardProgress[] = [||]
+        let running = runWith settings (fun m -> meters <- m) CancellationToken.None
+
+        // The first batch is with the child (for 0.3 s) and the 3 records after it were read ahead; 20 more come now.
+        while not running.IsCompleted
+              && (meters.Length = 0 || meters |> Array.exists (fun m -> m.Delivered = 0)) do
+            do! Task.Delay 5
+
+        let! _ = write (seq { 14..33 })
+        do! pipe.Writer.CompleteAsync()
+        let! summary = running
+        Assert.True(summary.Clean, describe summary)
+        Assert.Equal<int list>([ 10; 10; 10; 3 ], batchesOf summary.Shards.Head |> List.map _.Length)
+    }
+
+[<Fact>]
+let ``On Linux a child's stdin is a pipe of 1 MiB, so that a batch of 1 KiB records goes in one write`` () =
+    if OperatingSystem.IsLinux() then
+        // F_GETPIPE_SZ is 1032.
+        match ChildProcess.start AppContext.BaseDirectory [ "python3"; "-c"; "import fcntl; print(fcntl.fcntl(0, 1032))" ] with
+        | Error problem -> failwith problem
+        | Ok child ->
+            use child = child
+            let size = child.StandardOutput.ReadToEnd().Trim()
+            child.WaitForExit()
+            Assert.Equal("1048576", size)

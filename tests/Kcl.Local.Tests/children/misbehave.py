@@ -11,6 +11,7 @@ two-statuses         answers initialize twice
 no-shard-end         answers shardEnded without checkpointing
 no-exit              ignores stdin EOF (sleeps)
 timeout              never answers processRecords
+slow                 a correct processor that takes 0.3 s over each batch
 """
 import json
 import sys
@@ -56,6 +57,8 @@ for line in sys.stdin:
     elif action == "processRecords":
         if mode == "timeout":
             time.sleep(60)
+        if mode == "slow":
+            time.sleep(0.3)
         if mode == "keys":
             for record in json.loads(line)["records"]:
                 sys.stderr.write(record["partitionKey"] + "\n")
