@@ -33,10 +33,20 @@ module ChildProcess =
     let private setPipeSize = 1031
     let private pipeSize = 1 <<< 20
 
-    let private widen (stream: Stream) =
-        match stream with
+    // Only so many live children get the wide pipe: past the per-user soft limit (/proc/sys/fs/pipe-user-pages-soft,
+    // 64 MiB by default) Linux gives every new pipe of the user, in any program, the smallest size.
+    let private widePipeLimit = 16
+    let private widePipes = ref 0
+
+    let private widen (child: Process) =
+        match child.StandardInput.BaseStream with
         | :? PipeStream as pipe when OperatingSystem.IsLinux() ->
-            Native.fcntl (int (pipe.SafePipeHandle.DangerousGetHandle()), setPipeSize, pipeSize) |> ignore
+            if Threading.Interlocked.Increment &widePipes.contents <= widePipeLimit then
+                child.Exited.Add(fun _ -> Threading.Interlocked.Decrement &widePipes.contents |> ignore)
+                child.EnableRaisingEvents <- true
+                Native.fcntl (int (pipe.SafePipeHandle.DangerousGetHandle()), setPipeSize, pipeSize) |> ignore
+            else
+                Threading.Interlocked.Decrement &widePipes.contents |> ignore
         | _ -> ()
 
     /// The file a program name names, as `ProcessBuilder` finds it: a name with a directory separator is a path
@@ -91,7 +101,7 @@ module ChildProcess =
 
                 try
                     let child = Process.Start info
-                    widen child.StandardInput.BaseStream
+                    widen child
                     Ok child
                 with e ->
                     Error(sprintf "Failed to start client executable %s: %s" file e.Message)

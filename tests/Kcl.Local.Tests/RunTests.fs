@@ -284,3 +284,27 @@ let ``On Linux a child's stdin is a pipe of 1 MiB, so that a batch of 1 KiB reco
             let size = child.StandardOutput.ReadToEnd().Trim()
             child.WaitForExit()
             Assert.Equal("1048576", size)
+
+[<Fact>]
+let ``No more than 16 live children get the 1 MiB pipe, so many shards cannot use up the user's pipe memory`` () =
+    if OperatingSystem.IsLinux() then
+        // Each child reports its stdin's size, then stays alive until its stdin closes.
+        let script = "import fcntl, sys; print(fcntl.fcntl(0, 1032), flush=True); sys.stdin.read()"
+
+        let children =
+            [
+                for _ in 1..17 ->
+                    match ChildProcess.start AppContext.BaseDirectory [ "python3"; "-c"; script ] with
+                    | Error problem -> failwith problem
+                    | Ok child -> child
+            ]
+
+        try
+            let sizes = children |> List.map (fun child -> child.StandardOutput.ReadLine().Trim())
+            Assert.True(sizes |> List.filter ((=) "1048576") |> List.length <= 16, String.Join(", ", sizes))
+            Assert.Contains("65536", sizes)
+        finally
+            for child in children do
+                child.StandardInput.Close()
+                child.WaitForExit()
+                child.Dispose()
