@@ -44,20 +44,6 @@ type Session internal (state: State) =
 
 let create (options: SessionOptions) = Session(initial options)
 
-let trySend (message: DaemonMessage) (session: Session) : Result<Session * byte[], string> =
-    let state = session.State
-    let kind = kindOf message
-
-    match refusal state message kind with
-    | Some reason -> Error reason
-    | None -> Ok(Session(opened state message kind.Value), encodeLine state message)
-
-let encode (options: SessionOptions) (message: DaemonMessage) =
-    DaemonLine.encode options.Charset options.LineSeparator message
-
-let encodeInto (buffer: int -> byte[]) (options: SessionOptions) (message: DaemonMessage) =
-    DaemonLine.encodeInto buffer options.Charset options.LineSeparator message
-
 let tryOpen (message: DaemonMessage) (session: Session) : Result<Session, string> =
     let state = session.State
     let kind = kindOf message
@@ -65,6 +51,13 @@ let tryOpen (message: DaemonMessage) (session: Session) : Result<Session, string
     match refusal state message kind with
     | Some reason -> Error reason
     | None -> Ok(Session(opened state message kind.Value))
+
+let trySend (message: DaemonMessage) (session: Session) : Result<Session * byte[], string> =
+    tryOpen message session
+    |> Result.map (fun next -> next, encodeLine session.State message)
+
+let encodeInto (buffer: int -> byte[]) (options: SessionOptions) (message: DaemonMessage) =
+    DaemonLine.encodeInto buffer options.Charset options.LineSeparator message
 
 let send (message: DaemonMessage) (session: Session) =
     match trySend message session with

@@ -65,16 +65,14 @@ val create: options: SessionOptions -> Session
 /// then stands for the lease's checkpoint.
 val trySend: message: DaemonMessage -> session: Session -> Result<Session * byte[], string>
 
-/// The line `trySend` would write for the message in a session with these options. Pure, so a driver may encode an
-/// action ahead, on another thread, while the child works on the one before, and open it later with `tryOpen`.
-val internal encode: options: SessionOptions -> message: DaemonMessage -> byte[]
-
-/// `encode` into the first bytes of an array from `buffer`, which is given the line's length and may return a larger
-/// array: a driver can reuse one array for every batch once the last line is written.
+/// The line `trySend` would write for the message in a session with these options, in the first bytes of an array
+/// from `buffer`, which is given the line's length and may return a larger array (a driver can reuse one array for
+/// every batch once the last line is written). Pure, so a driver may encode an action ahead, while the child works on
+/// the one before, and open it later with `tryOpen`.
 val internal encodeInto:
     buffer: (int -> byte[]) -> options: SessionOptions -> message: DaemonMessage -> System.ArraySegment<byte>
 
-/// `trySend` without the encoding, for a driver that has the line from `encode`: refused for the same reasons, and
+/// `trySend` without the encoding, for a driver that has the line from `encodeInto`: refused for the same reasons, and
 /// the same session after it.
 val internal tryOpen: message: DaemonMessage -> session: Session -> Result<Session, string>
 
