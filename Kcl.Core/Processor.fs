@@ -180,6 +180,9 @@ module Processor =
 
                 stdio
                 |> Option.iter (fun stdio ->
+                    InputPipe.describe stdio.InputPipe
+                    |> Option.iter (fun (level, line) -> log.Log(level, line))
+
                     stdio.OnSignal <-
                         fun signal ->
                             log.LogInformation(

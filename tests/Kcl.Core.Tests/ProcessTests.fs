@@ -6,6 +6,7 @@ open System.Diagnostics
 open System.IO
 open System.Text
 open System.Threading.Tasks
+open Kcl.Core
 open Kcl.Core.Tests.Harness
 open Xunit
 
@@ -217,3 +218,122 @@ let ``KCL_LOG_FILE sends the log to a file and KCL_LOG_LEVEL filters it`` () =
         finally
             File.Delete logFile
     }
+
+(* stdin's pipe: widened by the child itself, within the user's pipe memory. *)
+
+[<System.Runtime.InteropServices.DllImport("libc", SetLastError = true)>]
+extern int private fcntl(int fd, int cmd, int arg)
+
+/// The size of the pipe behind a child's stdin, read from our end of it (F_GETPIPE_SZ).
+let private stdinPipeSize (child: Child) =
+    let pipe = child.Process.StandardInput.BaseStream :?> Pipes.PipeStream
+    fcntl (int (pipe.SafePipeHandle.DangerousGetHandle()), 1032, 0)
+
+let private stdinPipeAfterInitialize (environment: (string * string) list) =
+    task {
+        let child = startWith environment testChild []
+        let initialize, rest = List.splitAt 2 transcripts["T20"].Head
+        do! play initialize child.Process.StandardInput.BaseStream child.Process.StandardOutput
+        let size = stdinPipeSize child
+        let! code = playAndFinish child rest
+        Assert.Equal(0, code)
+        return size, child.StderrText
+    }
+
+[<Fact>]
+let ``on Linux the child widens its stdin pipe to 1 MiB, so a batch of 1 KiB records arrives in one read`` () =
+    task {
+        if OperatingSystem.IsLinux() then
+            let! size, stderr = stdinPipeAfterInitialize []
+            Assert.Equal(1 <<< 20, size)
+            Assert.Contains("stdin's pipe widened from 65536 bytes to 1048576 bytes", stderr)
+    }
+
+[<Fact>]
+let ``KCL_STDIN_PIPE_BYTES sets the width, 0 leaves the pipe alone, and nonsense is a warning`` () =
+    task {
+        if OperatingSystem.IsLinux() then
+            let! size, stderr = stdinPipeAfterInitialize [ "KCL_STDIN_PIPE_BYTES", "262144" ]
+            Assert.Equal(262144, size)
+            Assert.Contains("widened from 65536 bytes to 262144 bytes", stderr)
+
+            let! size, stderr = stdinPipeAfterInitialize [ "KCL_STDIN_PIPE_BYTES", "0" ]
+            Assert.Equal(65536, size)
+            Assert.Contains("DEBUG [-] Kcl: stdin is a pipe of 65536 bytes", stderr)
+
+            let! size, stderr = stdinPipeAfterInitialize [ "KCL_STDIN_PIPE_BYTES", "1 MiB" ]
+            Assert.Equal(65536, size)
+            Assert.Contains("WARN  [-] Kcl: stdin's pipe left at 65536 bytes: KCL_STDIN_PIPE_BYTES=\"1 MiB\"", stderr)
+    }
+
+[<Fact>]
+let ``the width asked for comes from KCL_STDIN_PIPE_BYTES, or is 1 MiB`` () =
+    Assert.Equal(Ok(Some(1 <<< 20)), InputPipe.requested null)
+    Assert.Equal(Ok(Some(1 <<< 20)), InputPipe.requested "")
+    Assert.Equal(Ok None, InputPipe.requested "0")
+    Assert.Equal(Ok(Some 131072), InputPipe.requested " 131072 ")
+
+    for nonsense in [ "-1"; "1.5"; "64k"; "99999999999" ] do
+        match InputPipe.requested nonsense with
+        | Error problem -> Assert.Contains("KCL_STDIN_PIPE_BYTES=\"" + nonsense + "\"", problem)
+        | Ok width -> failwithf "%s gave %A" nonsense width
+
+[<Fact>]
+let ``the probes keep a quarter of the user's soft limit on pipe memory free`` () =
+    // Linux's default soft limit: 16384 pages of 4 KiB, 64 MiB; a quarter is sixteen pipes of 1 MiB.
+    Assert.Equal(16, InputPipe.probesFor 16384L 4096L (1 <<< 20))
+    Assert.Equal(64, InputPipe.probesFor 16384L 4096L 262144)
+    // Rounded up: 1 MiB of reserve in pipes of 768 KiB takes two.
+    Assert.Equal(2, InputPipe.probesFor 1024L 4096L (768 * 1024))
+    // No soft limit, nothing to keep free.
+    Assert.Equal(0, InputPipe.probesFor 0L 4096L (1 <<< 20))
+
+[<Fact>]
+let ``stdin is widened only where the probes find room, and never narrowed`` () =
+    let calls = ResizeArray<string>()
+    let probesFor width = width / 65536
+
+    let roomFor room count width =
+        calls.Add(sprintf "probe %d x %d" count width)
+        room
+
+    let grow result width =
+        calls.Add(sprintf "grow %d" width)
+        result
+
+    let widen current requested room grown =
+        calls.Clear()
+        let outcome = InputPipe.widen current requested probesFor (roomFor room) (grow grown)
+        outcome, List.ofSeq calls
+
+    Assert.Equal(
+        (InputPipe.Outcome.Widened(65536, 1048576), [ "probe 16 x 1048576"; "grow 1048576" ]),
+        widen 65536 (Ok(Some 1048576)) true (Some 1048576)
+    )
+
+    match widen 65536 (Ok(Some 1048576)) false (Some 1048576) with
+    | InputPipe.Outcome.Refused(65536, reason), [ "probe 16 x 1048576" ] -> Assert.Contains("a quarter", reason)
+    | other -> failwithf "%A" other
+
+    match widen 65536 (Ok(Some 1048576)) true None with
+    | InputPipe.Outcome.Refused(65536, reason), [ _; "grow 1048576" ] -> Assert.Contains("kernel refused", reason)
+    | other -> failwithf "%A" other
+
+    Assert.Equal((InputPipe.Outcome.Unchanged 1048576, []), widen 1048576 (Ok(Some 262144)) true (Some 262144))
+    Assert.Equal((InputPipe.Outcome.Unchanged 65536, []), widen 65536 (Ok None) true (Some 1048576))
+    Assert.Equal((InputPipe.Outcome.Misconfigured(65536, "bad"), []), widen 65536 (Error "bad") true (Some 1048576))
+
+[<Fact>]
+let ``the probe pipes are closed again`` () =
+    if OperatingSystem.IsLinux() then
+        let openFds () =
+            Directory.GetFiles "/proc/self/fd" |> Array.length
+
+        // Other tests run beside this one and open files of their own; 8,000 leaked descriptors would stand out.
+        let before = openFds ()
+
+        for _ in 1..1000 do
+            Assert.True(Stdio.roomForPipes 4 262144)
+
+        let after = openFds ()
+        Assert.True(after - before < 100, sprintf "%d open descriptors before, %d after" before after)
