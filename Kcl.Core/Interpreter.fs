@@ -204,6 +204,121 @@ type internal LineReader(stream: Stream, bufferSize: int, contiguousLimit: int) 
             return result
         }
 
+/// The thread that reads stdin over a pipe, and the user code it runs between lines. A callback that starts on the
+/// thread that read its batch, and goes on there after its checkpoint's reply, costs no thread-pool wake-ups: on the
+/// benchmark's streams those were about a fifth of the child's CPU (bench/README.md, "Callbacks on the stdin thread").
+/// User code runs only after the loop has handled the line, never inside it. If user code keeps the thread for a
+/// watchdog period (blocking on a checkpoint, say), a new thread takes over reading, so the reply or the end of stdin
+/// still gets through; from then on, callbacks start on the thread pool.
+[<Sealed>]
+type internal StdinThread
+    (
+        reader: LineReader,
+        deliver: ReadOnlySequence<byte> voption -> bool,
+        logger: ILogger,
+        onFailure: string -> exn -> unit
+    ) as this =
+    static let reading, inUserCode, abandoned = 0, 1, 2
+    // How long user code may keep the thread, at least; at most twice this.
+    static let watchdogPeriod = TimeSpan.FromMilliseconds 100.0
+    static let runItem = ContextCallback(fun item -> (item :?> (unit -> unit)) ())
+
+    let mutable state = reading
+    let mutable owner: Thread = null
+    let mutable entries = 0L
+    let mutable entriesAtLastTick = -1L
+    let mutable runsUserCode = true
+    // Touched only by the thread that owns the reading, and handed over with it.
+    let queued = Queue<struct (ExecutionContext * (unit -> unit))>()
+
+    let watchdog =
+        new Timer((fun _ -> this.Tick()), null, Timeout.Infinite, Timeout.Infinite)
+
+    /// Starts reading on a thread of its own.
+    member this.Start() =
+        watchdog.Change(watchdogPeriod, watchdogPeriod) |> ignore
+        this.ReadOnNewThread()
+
+    member private this.ReadOnNewThread() =
+        // A thread of its own, blocked in read(2) while the daemon is quiet; a background thread, so it never keeps
+        // the process alive.
+        Task.Factory.StartNew(
+            (fun () -> this.Read()),
+            CancellationToken.None,
+            TaskCreationOptions.LongRunning,
+            TaskScheduler.Default
+        )
+        |> ignore
+
+    /// Runs `item` on this thread once the loop is done with the current line, if the loop runs on this thread now,
+    /// between lines; false otherwise, and the caller runs it elsewhere.
+    member _.TryRunHere(item: unit -> unit) =
+        if
+            Volatile.Read &runsUserCode
+            && obj.ReferenceEquals(Thread.CurrentThread, owner)
+            && Volatile.Read &state = reading
+        then
+            queued.Enqueue(struct (ExecutionContext.Capture(), item))
+            true
+        else
+            false
+
+    member private _.RunQueued() =
+        let mutable keep = true
+
+        while keep && queued.Count > 0 do
+            let struct (context, item) = queued.Dequeue()
+            Interlocked.Increment &entries |> ignore
+            Volatile.Write(&state, inUserCode)
+
+            try
+                if isNull context then item () else ExecutionContext.Run(context, runItem, item)
+            with error ->
+                onFailure "a callback's start failed on the stdin thread; this is a bug in Kcl.Core" error
+
+            // Fails when the watchdog gave the reading to another thread meanwhile: this one must not touch it again.
+            keep <- Interlocked.CompareExchange(&state, reading, inUserCode) = inUserCode
+
+        keep
+
+    member private this.Read() =
+        owner <- Thread.CurrentThread
+        Volatile.Write(&state, reading)
+
+        try
+            // What an abandoned thread left queued goes to the thread pool, as everything does from now on.
+            while queued.Count > 0 do
+                let struct (_, item) = queued.Dequeue()
+                ThreadPool.QueueUserWorkItem(fun _ -> item ()) |> ignore
+
+            let mutable go = true
+
+            while go do
+                go <- deliver (reader.ReadLine())
+                go <- this.RunQueued() && go
+        with error ->
+            onFailure "reading stdin failed" error
+
+    member private this.Tick() =
+        let entered = Volatile.Read &entries
+
+        if Volatile.Read &state = inUserCode && entered = entriesAtLastTick then
+            if Interlocked.CompareExchange(&state, abandoned, inUserCode) = inUserCode then
+                Volatile.Write(&runsUserCode, false)
+                watchdog.Change(Timeout.Infinite, Timeout.Infinite) |> ignore
+                this.ReadOnNewThread()
+
+                logger.LogInformation(
+                    "a callback kept the stdin thread for over {Milliseconds} ms (blocked on a task?); another thread "
+                    + "reads stdin, and callbacks start on the thread pool from now on",
+                    watchdogPeriod.TotalMilliseconds
+                )
+
+        entriesAtLastTick <- entered
+
+    interface IDisposable with
+        member _.Dispose() = watchdog.Dispose()
+
 /// Where a run reads, writes and logs, and how it behaves.
 type RunSettings =
     {
@@ -252,53 +367,40 @@ module Interpreter =
                 | _ -> None
         }
 
-    let private readInput
+    let private decode (post: Lifecycle.Input -> unit) (line: ReadOnlySequence<byte> voption) =
+        match line with
+        | ValueNone ->
+            post Lifecycle.Input.EndOfInput
+            false
+        | ValueSome(line: ReadOnlySequence<byte>) when line.IsEmpty -> true
+        | ValueSome line ->
+            let decoded =
+                if line.IsSingleSegment then
+                    Json.decodeDaemonMessage line.FirstSpan
+                else
+                    Json.decodeDaemonSequence line
+
+            match decoded with
+            | Ok message -> post (Lifecycle.Input.Received message)
+            | Error error -> post (Lifecycle.Input.Undecodable(error, excerpt line))
+
+            true
+
+    /// Reads the daemon's lines asynchronously: streams other than a pipe's FileStream (tests, the test kit).
+    let private readAsync
         (settings: RunSettings)
         (post: Lifecycle.Input -> unit)
         (cancellationToken: CancellationToken)
         =
         let reader = LineReader settings.Input
 
-        let deliver line =
-            match line with
-            | ValueNone ->
-                post Lifecycle.Input.EndOfInput
-                false
-            | ValueSome(line: ReadOnlySequence<byte>) when line.IsEmpty -> true
-            | ValueSome line ->
-                let decoded =
-                    if line.IsSingleSegment then
-                        Json.decodeDaemonMessage line.FirstSpan
-                    else
-                        Json.decodeDaemonSequence line
+        task {
+            let mutable reading = true
 
-                match decoded with
-                | Ok message -> post (Lifecycle.Input.Received message)
-                | Error error -> post (Lifecycle.Input.Undecodable(error, excerpt line))
-
-                true
-
-        match settings.Input with
-        | :? FileStream ->
-            // A FileStream over a pipe has no asynchronous reads: each ReadAsync would be a round trip through the
-            // thread pool. A thread of its own, blocked in read(2) while the daemon is quiet, costs nothing; it is a
-            // background thread, so it never keeps the process alive.
-            Task.Factory.StartNew(
-                (fun () ->
-                    while deliver (reader.ReadLine()) do
-                        ()),
-                CancellationToken.None,
-                TaskCreationOptions.LongRunning,
-                TaskScheduler.Default
-            )
-        | _ ->
-            task {
-                let mutable reading = true
-
-                while reading do
-                    let! line = reader.ReadLineAsync cancellationToken
-                    reading <- deliver line
-            }
+            while reading do
+                let! line = reader.ReadLineAsync cancellationToken
+                reading <- decode post line
+        }
 
     let private write (output: Stream) (message: ChildMessage) =
         // A newline first keeps anything already in the pipe, such as a BOM, off the message's line.
@@ -329,8 +431,8 @@ module Interpreter =
 
             // Synchronous continuations: whoever posts (the stdin thread, a finished callback, a checkpoint request)
             // runs the loop's next steps itself, instead of waking another thread for each step of the lock-step
-            // exchange. User code never runs inline on the loop: callbacks start with Task.Run, and checkpoint
-            // completions continue asynchronously.
+            // exchange. User code never runs inline on the loop: callbacks and checkpoint completions run on the stdin
+            // thread once the loop is done with the line, or on the thread pool (runOutsideTheLoop).
             let inputs =
                 Channel.CreateUnbounded<Lifecycle.Input>(
                     UnboundedChannelOptions(SingleReader = true, AllowSynchronousContinuations = true)
@@ -344,26 +446,51 @@ module Interpreter =
             let mutable nextRequest = 0
             let mutable shardScope: IDisposable = null
 
+            let readingFailed (what: string) (error: exn) =
+                if not stop.IsCancellationRequested then
+                    settings.Logger.LogError(error, what)
+                    post Lifecycle.Input.EndOfInput
+
+            // A FileStream over a pipe has no asynchronous reads: each ReadAsync would be a round trip through the
+            // thread pool. It gets a thread of its own, which also starts the callbacks.
+            let stdinThread =
+                match settings.Input with
+                | :? FileStream ->
+                    Some(new StdinThread(LineReader settings.Input, decode post, settings.Logger, readingFailed))
+                | _ -> None
+
+            /// Runs user code on the stdin thread if the loop runs there now, between lines; else on the thread pool.
+            let runOutsideTheLoop (item: unit -> unit) =
+                let ranHere =
+                    match stdinThread with
+                    | Some thread -> thread.TryRunHere item
+                    | None -> false
+
+                if not ranHere then
+                    ThreadPool.QueueUserWorkItem(fun _ -> item ()) |> ignore
+
             let checkpointerFor action =
                 Checkpointer(fun target ->
                     let request = Interlocked.Increment &nextRequest
 
-                    let completion =
-                        TaskCompletionSource<_>(TaskCreationOptions.RunContinuationsAsynchronously)
+                    // Continuations run where it is completed: always outside the loop (runOutsideTheLoop).
+                    let completion = TaskCompletionSource<_>()
 
                     pending[request] <- completion
                     post (Lifecycle.Input.CheckpointRequested(request, action, target))
                     completion.Task)
 
             let invoke action callback =
-                let run () =
-                    handler.Handle(callback, checkpointerFor action, stop.Token)
+                // The end of the callback is posted from the thread it ended on (ExecuteSynchronously): only a post, so
+                // no user code runs there.
+                let start () =
+                    let running =
+                        try
+                            handler.Handle(callback, checkpointerFor action, stop.Token)
+                        with error ->
+                            Task.FromException error
 
-                // The callback runs on the thread pool, never on the loop. Its end is posted from the thread it ended
-                // on (ExecuteSynchronously): only a post, so no user code runs there.
-                Task
-                    .Run(Func<Task> run)
-                    .ContinueWith(
+                    running.ContinueWith(
                         (fun (finished: Task) ->
                             if finished.IsCompletedSuccessfully then
                                 post (Lifecycle.Input.CallbackReturned action)
@@ -373,7 +500,9 @@ module Interpreter =
                                 post (Lifecycle.Input.CallbackFailed(action, failureOf finished.Exception))),
                         TaskContinuationOptions.ExecuteSynchronously
                     )
-                |> ignore
+                    |> ignore
+
+                runOutsideTheLoop start
 
             let waitThenRetry (backoff: Backoff) =
                 let delay =
@@ -384,13 +513,14 @@ module Interpreter =
                 Task.Delay(delay, stop.Token).ContinueWith(fun (_: Task) -> post Lifecycle.Input.RetryDue)
                 |> ignore
 
-            let reading = readInput settings post stop.Token
-
-            reading.ContinueWith(fun (failed: Task) ->
-                if failed.IsFaulted && not stop.IsCancellationRequested then
-                    settings.Logger.LogError(failed.Exception, "reading stdin failed")
-                    post Lifecycle.Input.EndOfInput)
-            |> ignore
+            match stdinThread with
+            | Some thread -> thread.Start()
+            | None ->
+                (readAsync settings post stop.Token)
+                    .ContinueWith(fun (failed: Task) ->
+                        if failed.IsFaulted then
+                            readingFailed "reading stdin failed" failed.Exception)
+                |> ignore
 
             use _ = stop.Token.Register(fun () -> post Lifecycle.Input.EndOfInput)
             let mutable state = Lifecycle.initial settings.Options
@@ -417,7 +547,8 @@ module Interpreter =
                         | Lifecycle.Effect.CompleteCheckpoints(requests, outcome) ->
                             for request in requests do
                                 match pending.TryRemove request with
-                                | true, completion -> completion.TrySetResult outcome |> ignore
+                                | true, completion ->
+                                    runOutsideTheLoop (fun () -> completion.TrySetResult outcome |> ignore)
                                 | false, _ -> ()
                         | Lifecycle.Effect.WaitBeforeRetry backoff -> waitThenRetry backoff
                         | Lifecycle.Effect.Log(level, message) -> settings.Logger.Log(level, message)
@@ -427,6 +558,8 @@ module Interpreter =
                 exitCode <- Some ExitCode.InternalError
 
             stop.Cancel()
+
+            stdinThread |> Option.iter (fun thread -> (thread :> IDisposable).Dispose())
 
             if not (isNull shardScope) then
                 shardScope.Dispose()

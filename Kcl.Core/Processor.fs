@@ -157,8 +157,8 @@ module Processor =
     /// Runs a handler built from the run's logger factory; every way of running a processor ends here.
     let internal runHandlerWith (options: RunOptions) (makeHandler: ILoggerFactory -> IActionHandler) cancellationToken =
         task {
-            // The first callback runs on the thread pool. Starting its threads now overlaps their creation with the
-            // rest of start-up, instead of delaying the `initialize` answer by it.
+            // Timers, checkpoint retries and the callbacks of injected streams run on the thread pool. Starting its
+            // threads now overlaps their creation with the rest of start-up, instead of delaying the first of them.
             ThreadPool.UnsafeQueueUserWorkItem((fun _ -> ()), null) |> ignore
 
             // Stdout is claimed before any logger exists, so not even the library's own start-up can write to it.

@@ -222,21 +222,26 @@ module Stdio =
                 Native.closedir directory |> ignore
                 fds.ToArray()
 
+    // F_SETPIPE_SZ and F_GETPIPE_SZ, and O_CLOEXEC (Linux).
+    [<Literal>]
+    let private SetPipeSize = 1031
+
+    [<Literal>]
+    let private GetPipeSize = 1032
+
+    [<Literal>]
+    let private CloseOnExec = 0x80000
+
     /// Points every other descriptor open on the original stdout at stderr. .NET's Console.Out keeps a duplicate of
     /// fd 1 of its own, so a writer or console logger built before the takeover would otherwise still reach the daemon.
     let private redirectDuplicates (original: byte[]) (keep: int) =
-        let closeOnExec = 0x80000
-
         for fd in openFds () do
             if fd > 2 && fd <> keep then
                 match describeFd fd with
                 | Some target when target.AsSpan().SequenceEqual(ReadOnlySpan original) ->
-                    if Native.dup3 (2, fd, closeOnExec) < 0 then
+                    if Native.dup3 (2, fd, CloseOnExec) < 0 then
                         fail ("dup3(2, " + fd.ToString(CultureInfo.InvariantCulture) + ")")
                 | _ -> ()
-
-    // F_SETPIPE_SZ and F_GETPIPE_SZ, and O_CLOEXEC (Linux).
-    let private setPipeSize, getPipeSize, closeOnExec = 1031, 1032, 0x80000
 
     /// The per-user soft limit on pipe memory, in pages; 0 where there is none or it cannot be read.
     let private pipeSoftLimitPages () =
@@ -261,11 +266,11 @@ module Stdio =
 
         try
             while room && opened < count do
-                if Native.pipe2 (NativePtr.toNativeInt (NativePtr.add first (2 * opened)), closeOnExec) <> 0 then
+                if Native.pipe2 (NativePtr.toNativeInt (NativePtr.add first (2 * opened)), CloseOnExec) <> 0 then
                     room <- false
                 else
                     opened <- opened + 1
-                    room <- Native.fcntl (fds[2 * opened - 1], setPipeSize, width) >= 0
+                    room <- Native.fcntl (fds[2 * opened - 1], SetPipeSize, width) >= 0
         finally
             for i in 0 .. 2 * opened - 1 do
                 Native.close fds[i] |> ignore
@@ -274,13 +279,13 @@ module Stdio =
 
     /// Widens stdin when it is a pipe, as InputPipe says (Linux).
     let private widenInputPipe () =
-        let current = Native.fcntl (0, getPipeSize, 0)
+        let current = Native.fcntl (0, GetPipeSize, 0)
 
         if current <= 0 then
             InputPipe.Outcome.NotAPipe
         else
             let grow width =
-                let after = Native.fcntl (0, setPipeSize, width)
+                let after = Native.fcntl (0, SetPipeSize, width)
                 if after > 0 then Some after else None
 
             InputPipe.widen

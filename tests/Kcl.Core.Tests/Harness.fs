@@ -11,6 +11,7 @@ open System.Threading
 open System.Threading.Tasks
 open Kcl.Core
 open Microsoft.Extensions.Logging
+open Microsoft.Win32.SafeHandles
 open Xunit
 
 /// One line of a transcript.
@@ -129,26 +130,44 @@ let playThenClose (exchanges: Exchange list) (toChild: Stream) (fromChild: Strea
         toChild.Dispose()
     }
 
-/// Runs `processor` in-process over real anonymous pipes while `drive` plays the daemon. Returns the exit code and
-/// everything the child wrote after `drive` finished (which must be nothing but blank lines).
-let runInProcess (options: RunOptions) (processor: Processor<'State>) (drive: Stream -> StreamReader -> Task) =
+/// Runs a handler in-process over real anonymous pipes while `drive` plays the daemon. The child's ends are
+/// FileStreams, as a real child's stdin and stdout are, so the run takes the real child's path: a stdin thread that
+/// starts the callbacks. Returns the exit code and everything the child wrote after `drive` finished (which must be
+/// nothing but blank lines).
+let runHandlerInProcess
+    (options: RunOptions)
+    (makeHandler: ILoggerFactory -> IActionHandler)
+    (drive: Stream -> StreamReader -> Task)
+    =
     task {
         use toChild = new AnonymousPipeServerStream(PipeDirection.Out)
-        use childStdin = new AnonymousPipeClientStream(PipeDirection.In, toChild.ClientSafePipeHandle)
         use fromChild = new AnonymousPipeServerStream(PipeDirection.In)
-        use childStdout = new AnonymousPipeClientStream(PipeDirection.Out, fromChild.ClientSafePipeHandle)
+        // The pipe streams own the descriptors; the FileStreams only borrow them.
+        let borrow (handle: SafePipeHandle) access =
+            new FileStream(new SafeFileHandle(handle.DangerousGetHandle(), false), access, 1)
+
+        use childStdin = borrow toChild.ClientSafePipeHandle FileAccess.Read
+        use childStdout = borrow fromChild.ClientSafePipeHandle FileAccess.Write
         use reader = new StreamReader(fromChild, Encoding.ASCII)
 
         let options =
             { options with Streams = Some(childStdin :> Stream, childStdout :> Stream) }
 
-        let running = Processor.runWith options processor CancellationToken.None
+        let running = Processor.runHandlerWith options makeHandler CancellationToken.None
         do! drive toChild reader
         let! code = running.WaitAsync stepTimeout
-        childStdout.Dispose()
+        fromChild.DisposeLocalCopyOfClientHandle()
         let! rest = reader.ReadToEndAsync().WaitAsync stepTimeout
+        toChild.DisposeLocalCopyOfClientHandle()
         return code, rest
     }
+
+/// Runs `processor` in-process over real anonymous pipes while `drive` plays the daemon (see runHandlerInProcess).
+let runInProcess (options: RunOptions) (processor: Processor<'State>) (drive: Stream -> StreamReader -> Task) =
+    runHandlerInProcess
+        options
+        (fun loggerFactory -> ProcessorHandler(processor, loggerFactory.CreateLogger "Processor"))
+        drive
 
 /// What a scripted processor does at each event, and what it saw.
 type Script =

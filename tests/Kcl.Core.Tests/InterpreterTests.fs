@@ -2,6 +2,7 @@ module Kcl.Core.Tests.InterpreterTests
 
 open System
 open System.Buffers
+open System.Collections.Concurrent
 open System.IO
 open System.Text
 open System.Threading
@@ -432,6 +433,120 @@ let ``closing stdin in the middle of a batch ends the run at once with 0`` () =
 
         Assert.Equal(0, code)
         Assert.True(String.IsNullOrWhiteSpace rest, rest)
+    }
+
+(* Where callbacks run over a pipe: on the stdin thread between lines, unless one keeps it. *)
+
+/// A handler that runs `onRecords` for processRecords and does nothing for the other actions.
+type private RecordsHandler(onRecords: Checkpointer -> Task) =
+    interface IActionHandler with
+        member _.Handle(callback, checkpointer, _) =
+            match callback with
+            | Lifecycle.Callback.ProcessRecords _ -> onRecords checkpointer
+            | _ -> Task.CompletedTask
+
+let private initialize =
+    """{"action":"initialize","shardId":"shardId-000000000000","sequenceNumber":"TRIM_HORIZON","subSequenceNumber":0}"""
+
+let private checkpointLine =
+    """{"action":"checkpoint","sequenceNumber":null,"subSequenceNumber":null}"""
+
+let private checkpointReply =
+    """{"action":"checkpoint","sequenceNumber":null,"subSequenceNumber":null,"error":null}"""
+
+/// initialize, then `batches` batches that each checkpoint at their last record, then the end of stdin.
+let private checkpointedBatches batches =
+    [
+        Daemon initialize
+        Child """{"action":"status","responseFor":"initialize"}"""
+        for _ in 1..batches do
+            Daemon batchLine
+            Child checkpointLine
+            Daemon checkpointReply
+            Child """{"action":"status","responseFor":"processRecords"}"""
+        EndOfInput
+    ]
+
+[<Fact>]
+let ``a callback that does not block starts on the thread that read its batch and goes on there after the reply`` () =
+    task {
+        let logger = new CapturingLogger()
+        let threads = ConcurrentQueue<string>()
+
+        let note moment =
+            threads.Enqueue(sprintf "%s on the pool: %b" moment Thread.CurrentThread.IsThreadPoolThread)
+
+        let handler =
+            RecordsHandler(fun checkpointer ->
+                task {
+                    note "start"
+                    let! outcome = checkpointer.Checkpoint CheckpointTarget.LastDelivered
+                    Assert.Equal(Ok(), outcome)
+                    note "after the reply"
+                })
+
+        let! code, rest =
+            runHandlerInProcess (testOptions logger) (fun _ -> handler) (fun toChild fromChild ->
+                play (checkpointedBatches 3) toChild fromChild)
+
+        Assert.Equal(0, code)
+        Assert.True(String.IsNullOrWhiteSpace rest, rest)
+
+        Assert.Equal<string list>(
+            List.replicate 3 [ "start on the pool: false"; "after the reply on the pool: false" ] |> List.concat,
+            List.ofSeq threads
+        )
+    }
+
+[<Fact>]
+let ``a callback that blocks on its own checkpoint still gets the reply: another thread takes over stdin`` () =
+    task {
+        let logger = new CapturingLogger()
+
+        // Sync over async, as a careless processor might write it: the thread that read the batch waits for a reply
+        // that only a reader of stdin can deliver.
+        let handler =
+            RecordsHandler(fun checkpointer ->
+                match checkpointer.Checkpoint(CheckpointTarget.LastDelivered).Result with
+                | Ok() -> Task.CompletedTask
+                | Error failure -> Task.FromException(Kcl.CheckpointException failure))
+
+        let! code, rest =
+            runHandlerInProcess (testOptions logger) (fun _ -> handler) (fun toChild fromChild ->
+                play (checkpointedBatches 3) toChild fromChild)
+
+        Assert.Equal(0, code)
+        Assert.True(String.IsNullOrWhiteSpace rest, rest)
+
+        let handedOver =
+            logger.Entries
+            |> List.filter (fun (_, message) -> message.Contains "kept the stdin thread")
+
+        Assert.Equal(1, handedOver.Length)
+    }
+
+[<Fact>]
+let ``closing stdin while a callback blocks the thread that read its batch ends the run at once with 0`` () =
+    task {
+        use never = new ManualResetEventSlim()
+        let logger = new CapturingLogger()
+
+        let handler =
+            RecordsHandler(fun _ ->
+                never.Wait()
+                Task.CompletedTask)
+
+        let watch = Diagnostics.Stopwatch.StartNew()
+
+        let! code, _ =
+            runHandlerInProcess (testOptions logger) (fun _ -> handler) (fun toChild fromChild ->
+                let initialized = Child """{"action":"status","responseFor":"initialize"}"""
+                play [ Daemon initialize; initialized; Daemon batchLine; EndOfInput ] toChild fromChild)
+
+        never.Set()
+        Assert.Equal(0, code)
+        // The watchdog hands stdin over within two of its 100 ms periods; the run must not wait for the callback.
+        Assert.True(watch.Elapsed < TimeSpan.FromSeconds 10.0, string watch.Elapsed)
     }
 
 (* Garbage and hostile input, through the whole interpreter: POLICY.md's outcome, a clear error, no hang, and
