@@ -209,7 +209,7 @@ type internal LineReader(stream: Stream, bufferSize: int, contiguousLimit: int) 
 /// benchmark's streams those were about a fifth of the child's CPU (bench/README.md, "Callbacks on the stdin thread").
 /// User code runs only after the loop has handled the line, never inside it. If user code keeps the thread for a
 /// watchdog period (blocking on a checkpoint, say), a new thread takes over reading, so the reply or the end of stdin
-/// still gets through; from then on, callbacks start on the thread pool.
+/// still gets through; from then on, callbacks start on the thread pool. The watchdog sleeps while the child is idle.
 [<Sealed>]
 type internal StdinThread
     (
@@ -228,6 +228,9 @@ type internal StdinThread
     let mutable entries = 0L
     let mutable entriesAtLastTick = -1L
     let mutable runsUserCode = true
+    // Whether the watchdog ticks; it is stopped and started under the gate.
+    let mutable armed = false
+    let gate = obj ()
     // Touched only by the thread that owns the reading, and handed over with it.
     let queued = Queue<struct (ExecutionContext * (unit -> unit))>()
 
@@ -236,8 +239,14 @@ type internal StdinThread
 
     /// Starts reading on a thread of its own.
     member this.Start() =
-        watchdog.Change(watchdogPeriod, watchdogPeriod) |> ignore
+        this.Arm()
         this.ReadOnNewThread()
+
+    member private _.Arm() =
+        lock gate (fun () ->
+            if not armed then
+                armed <- true
+                watchdog.Change(watchdogPeriod, watchdogPeriod) |> ignore)
 
     member private this.ReadOnNewThread() =
         // A thread of its own, blocked in read(2) while the daemon is quiet; a background thread, so it never keeps
@@ -263,13 +272,18 @@ type internal StdinThread
         else
             false
 
-    member private _.RunQueued() =
+    member private this.RunQueued() =
         let mutable keep = true
 
         while keep && queued.Count > 0 do
             let struct (context, item) = queued.Dequeue()
             Interlocked.Increment &entries |> ignore
-            Volatile.Write(&state, inUserCode)
+            // A full fence between this write and the read of `armed`, as in Tick the other way round: one of the two
+            // sees the other's write, so user code never runs with the watchdog stopped.
+            Interlocked.Exchange(&state, inUserCode) |> ignore
+
+            if not (Volatile.Read &armed) then
+                this.Arm()
 
             try
                 if isNull context then item () else ExecutionContext.Run(context, runItem, item)
@@ -288,8 +302,11 @@ type internal StdinThread
         try
             // What an abandoned thread left queued goes to the thread pool, as everything does from now on.
             while queued.Count > 0 do
-                let struct (_, item) = queued.Dequeue()
-                ThreadPool.QueueUserWorkItem(fun _ -> item ()) |> ignore
+                let struct (context, item) = queued.Dequeue()
+
+                ThreadPool.QueueUserWorkItem(fun _ ->
+                    if isNull context then item () else ExecutionContext.Run(context, runItem, item))
+                |> ignore
 
             let mutable go = true
 
@@ -300,21 +317,29 @@ type internal StdinThread
             onFailure "reading stdin failed" error
 
     member private this.Tick() =
-        let entered = Volatile.Read &entries
+        lock gate (fun () ->
+            Interlocked.Exchange(&armed, false) |> ignore
+            let entered = Volatile.Read &entries
+            let current = Volatile.Read &state
 
-        if Volatile.Read &state = inUserCode && entered = entriesAtLastTick then
-            if Interlocked.CompareExchange(&state, abandoned, inUserCode) = inUserCode then
-                Volatile.Write(&runsUserCode, false)
+            if current = inUserCode && entered = entriesAtLastTick then
+                if Interlocked.CompareExchange(&state, abandoned, inUserCode) = inUserCode then
+                    Volatile.Write(&runsUserCode, false)
+                    watchdog.Change(Timeout.Infinite, Timeout.Infinite) |> ignore
+                    this.ReadOnNewThread()
+
+                    logger.LogInformation(
+                        "a callback kept the stdin thread busy for over {Milliseconds} ms; another thread reads stdin "
+                        + "now, and callbacks start on the thread pool from now on",
+                        watchdogPeriod.TotalMilliseconds
+                    )
+            elif current = reading && entered = entriesAtLastTick then
+                // Quiet for a whole period: an idle child wakes no thread until user code runs again.
                 watchdog.Change(Timeout.Infinite, Timeout.Infinite) |> ignore
-                this.ReadOnNewThread()
+            else
+                armed <- true
 
-                logger.LogInformation(
-                    "a callback kept the stdin thread for over {Milliseconds} ms (blocked on a task?); another thread "
-                    + "reads stdin, and callbacks start on the thread pool from now on",
-                    watchdogPeriod.TotalMilliseconds
-                )
-
-        entriesAtLastTick <- entered
+            entriesAtLastTick <- entered)
 
     interface IDisposable with
         member _.Dispose() = watchdog.Dispose()

@@ -540,8 +540,13 @@ let ``closing stdin while a callback blocks the thread that read its batch ends 
 
         let! code, _ =
             runHandlerInProcess (testOptions logger) (fun _ -> handler) (fun toChild fromChild ->
-                let initialized = Child """{"action":"status","responseFor":"initialize"}"""
-                play [ Daemon initialize; initialized; Daemon batchLine; EndOfInput ] toChild fromChild)
+                task {
+                    let initialized = Child """{"action":"status","responseFor":"initialize"}"""
+                    do! play [ Daemon initialize; initialized ] toChild fromChild
+                    // Quiet for three of the watchdog's periods, so it has stopped and the batch must start it again.
+                    do! Task.Delay 300
+                    do! play [ Daemon batchLine; EndOfInput ] toChild fromChild
+                })
 
         never.Set()
         Assert.Equal(0, code)
