@@ -60,13 +60,24 @@ type internal LineReader(stream: Stream, bufferSize: int, contiguousLimit: int) 
     // The pieces handed out with the last line: free again once the caller asks for the next one.
     let lent = ResizeArray<byte[]>()
     let spare = Stack<byte[]>()
-    // Spare pieces up to 2 MiB are kept for the next long line; a rare longer line's are left to the collector.
-    let maxSpareBytes = 2 * 1024 * 1024
+    // Spare pieces are kept for the next long line: 2 MiB of them, or as many as the longest of the last four lines
+    // used. A stream of long lines (checkpoint replies in between) then reuses its pieces instead of allocating them
+    // anew on the large-object heap for every line; a rare long line's go to the collector four lines later.
+    let minSpareBytes = 2 * 1024 * 1024
+    let recentPieces = Array.zeroCreate<int> 4
+    let mutable lines = 0
 
     let reclaim () =
+        recentPieces[lines % recentPieces.Length] <- lent.Count
+        lines <- lines + 1
+        let keep = max (minSpareBytes / buffer.Length) (Array.max recentPieces)
+
+        while spare.Count > keep do
+            spare.Pop() |> ignore
+
         for piece in lent do
             // A piece cut before the buffer last grew is of the old size: it can no longer stand in for the buffer.
-            if piece.Length = buffer.Length && (spare.Count + 1) * piece.Length <= maxSpareBytes then
+            if piece.Length = buffer.Length && spare.Count < keep then
                 spare.Push piece
 
         lent.Clear()

@@ -762,3 +762,29 @@ let ``the buffer grows to keep a line up to its limit in one span, and a longer 
             ]
 
         Assert.Equal<(string * bool) list>([ for line in expected -> line, line.Length <= 64 ], lines)
+
+[<Fact>]
+let ``a stream of long lines reuses its pieces, and a rare long line's are let go four lines later`` () =
+    let mib = 1024 * 1024
+    let long = Array.append (Array.create (5 * mib) 'x'B) "\n"B
+    let short = "{}\n"B
+    // Long lines with short ones between, as batches with checkpoint replies; then short lines only; then a long one.
+    let script = [ long; short; long; short; long; short; long; short; short; short; short; long ]
+    let reader = LineReader(new IO.MemoryStream(Array.concat script), mib)
+
+    let allocatedReading () =
+        let before = GC.GetAllocatedBytesForCurrentThread()
+        let line = reader.ReadLine()
+        Assert.True(line.IsSome)
+        GC.GetAllocatedBytesForCurrentThread() - before
+
+    let allocated = [ for _ in script -> allocatedReading () ]
+
+    // The first long line cuts new pieces; the next three find them all spare.
+    Assert.True(allocated[0] >= int64 (4 * mib), sprintf "%A" allocated)
+
+    for i in [ 2; 4; 6 ] do
+        Assert.True(allocated[i] < int64 mib, sprintf "line %d: %A" i allocated)
+
+    // Four short lines later only 2 MiB of pieces are left: the last long line needs new ones again.
+    Assert.True(allocated[11] >= int64 (2 * mib), sprintf "%A" allocated)
