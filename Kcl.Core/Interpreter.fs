@@ -217,7 +217,7 @@ type internal LineReader(stream: Stream, bufferSize: int, contiguousLimit: int) 
 
 /// The thread that reads stdin over a pipe, and the user code it runs between lines. A callback that starts on the
 /// thread that read its batch, and goes on there after its checkpoint's reply, costs no thread-pool wake-ups: on the
-/// benchmark's streams those were about a fifth of the child's CPU (bench/README.md, "Callbacks on the stdin thread").
+/// benchmark's streams that cut the child's CPU per record by about a quarter (bench/README.md, "Fifth round").
 /// User code runs only after the loop has handled the line, never inside it. If user code keeps the thread for a
 /// watchdog period (blocking on a checkpoint, say), a new thread takes over reading, so the reply or the end of stdin
 /// still gets through; from then on, callbacks start on the thread pool. The watchdog sleeps while the child is idle.

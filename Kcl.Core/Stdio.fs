@@ -291,7 +291,7 @@ module Stdio =
             InputPipe.widen
                 current
                 (InputPipe.requested (Environment.GetEnvironmentVariable InputPipe.Variable))
-                (InputPipe.probesFor (pipeSoftLimitPages ()) (int64 Environment.SystemPageSize))
+                (fun width -> InputPipe.probesFor (pipeSoftLimitPages ()) (int64 Environment.SystemPageSize) width)
                 roomForPipes
                 grow
 
