@@ -492,10 +492,16 @@ let ``a callback that does not block starts on the thread that read its batch an
         Assert.Equal(0, code)
         Assert.True(String.IsNullOrWhiteSpace rest, rest)
 
-        Assert.Equal<string list>(
-            List.replicate 3 [ "start on the pool: false"; "after the reply on the pool: false" ] |> List.concat,
-            List.ofSeq threads
-        )
+        // A stall of the machine of over 100 ms inside the callback would hand stdin over, and it would say so; that
+        // is the watchdog's business, not this test's.
+        let stalled =
+            logger.Entries |> List.exists (fun (_, message) -> message.Contains "kept the stdin thread")
+
+        if not stalled then
+            Assert.Equal<string list>(
+                List.replicate 3 [ "start on the pool: false"; "after the reply on the pool: false" ] |> List.concat,
+                List.ofSeq threads
+            )
     }
 
 [<Fact>]
