@@ -15,21 +15,24 @@ open System.Text.Json
 // compareTo: SHARD_END above everything, the other sentinels equal to each other and below every digit string.
 let private rank (sequence: string) =
     match sequence with
+    // Every record's number takes this path, up to 10,000 times a batch in the session's fold over a batch.
+    | _ when sequence.Length > 0 && Char.IsAsciiDigit sequence[0] -> 1
     | "SHARD_END" -> 2
     | "TRIM_HORIZON"
     | "LATEST"
     | "AT_TIMESTAMP" -> 0
     | _ -> 1
 
-// compareTo goes through BigInteger: numeric, whatever the length and leading zeros.
-let private compareDigits (a: string) (b: string) =
-    let a = a.TrimStart '0'
-    let b = b.TrimStart '0'
+/// Compares two digit strings numerically, whatever their length and leading zeros, as `compareTo` does through
+/// BigInteger, without parsing or allocating.
+let compareDigits (a: string) (b: string) =
+    let a = a.AsSpan().TrimStart '0'
+    let b = b.AsSpan().TrimStart '0'
 
     if a.Length <> b.Length then
         compare a.Length b.Length
     else
-        sign (String.CompareOrdinal(a, b))
+        sign (a.SequenceCompareTo b)
 
 /// `ExtendedSequenceNumber.compareTo`: negative, zero or positive.
 let compareExtended (a: ExtendedSequenceNumber) (b: ExtendedSequenceNumber) =

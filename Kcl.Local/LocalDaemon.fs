@@ -165,6 +165,7 @@ module LocalDaemon =
         (kill: CancellationToken)
         : Task<Result<Summary, string>> =
         task {
+            Rehearsal.start ()
             let config = settings.Config
             let leaseFile = LeaseFile.path settings.StateDir config.ApplicationName
 

@@ -108,7 +108,7 @@ type DriverHooks =
     {
         /// A checkpoint succeeded; the lease's checkpoint is now this.
         Checkpointed: string -> ExtendedSequenceNumber -> unit
-        /// A batch is about to be delivered up to this sequence number.
+        /// A batch up to this sequence number was delivered (written to the child).
         Delivering: string -> string -> unit
         /// A line the child wrote to stderr.
         ChildStderr: string -> string -> unit
@@ -360,7 +360,19 @@ module ShardDriver =
 
                 let deliver (batch: Batch) (again: bool) =
                     task {
-                        do! delay settings.SlowBatch stop
+                        if settings.SlowBatch > TimeSpan.Zero then
+                            do! delay settings.SlowBatch stop
+
+                        if streamingSince = 0L then
+                            streamingSince <- Stopwatch.GetTimestamp()
+
+                        let line = batch.Line
+                        let opened = DaemonSession.tryOpen batch.Message session
+                        do! sent opened batch.Message (ReadOnlyMemory(line.Array, line.Offset, line.Count))
+                        spare <- batch.Line.Array
+
+                        // The bookkeeping waits until the child has the batch, so that it works while the child parses.
+                        // The lease table saves in the background anyway, at most every 100 ms.
                         let records = batch.Records
 
                         if records.Length > 0 then
@@ -380,14 +392,6 @@ module ShardDriver =
                             batches <- batches + 1
 
                         progress.Delivered <- delivered
-
-                        if streamingSince = 0L then
-                            streamingSince <- Stopwatch.GetTimestamp()
-
-                        let line = batch.Line
-                        let opened = DaemonSession.tryOpen batch.Message session
-                        do! sent opened batch.Message (ReadOnlyMemory(line.Array, line.Offset, line.Count))
-                        spare <- batch.Line.Array
 
                         if not again && playing then
                             readAhead cursor

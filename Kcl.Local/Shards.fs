@@ -46,5 +46,4 @@ let sequenceNumber (shardIndex: int) (ordinal: int64) =
     + ordinal.ToString("D48", CultureInfo.InvariantCulture)
 
 /// Compares two digit strings numerically.
-let compareDigits (a: string) (b: string) =
-    BigInteger.Parse(a).CompareTo(BigInteger.Parse b)
+let compareDigits (a: string) (b: string) = Kcl.Core.DaemonRules.compareDigits a b

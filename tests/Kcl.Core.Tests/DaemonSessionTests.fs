@@ -736,6 +736,33 @@ let ``digit strings compare numerically whatever their length and leading zeros`
     Assert.Equal(Some CheckpointError.IllegalArgument, errorAt (Some "00001001") None session)
 
 [<Fact>]
+let ``digit strings compare as the numbers they spell, as BigInteger compares them`` () =
+    let zeros = Gen.choose (0, 3) |> Gen.map (fun n -> String('0', n))
+
+    let pair =
+        gen {
+            let! a = Generators.digitString
+            let! last = Gen.elements [ '0' .. '9' ]
+            // Two independent numbers seldom have the same length or value: the same one, or one that may differ in
+            // its last digit, come as often.
+            let! b =
+                Gen.frequency
+                    [
+                        2, Generators.digitString
+                        1, Gen.constant a
+                        1, Gen.constant (a.Substring(0, a.Length - 1) + string last)
+                    ]
+
+            let! zerosA = zeros
+            let! zerosB = zeros
+            return zerosA + a, zerosB + b
+        }
+
+    Prop.forAll (Arb.fromGen pair) (fun (a, b) ->
+        DaemonRules.compareDigits a b = sign (Numerics.BigInteger.Parse(a).CompareTo(Numerics.BigInteger.Parse b)))
+    |> Generators.check 1000
+
+[<Fact>]
 let ``the other sentinels sort below every digit string and SHARD_END above all`` () =
     let ordered position1 position2 =
         DaemonRules.compareExtended position1 position2 < 0
