@@ -71,8 +71,11 @@ let private decodeDaemonWith (reader: byref<Utf8JsonReader>) : Result<DaemonMess
         Error error
 
 let decodeDaemonMessage (line: ReadOnlySpan<byte>) : Result<DaemonMessage, ProtocolError> =
-    let mutable reader = Utf8JsonReader(line)
-    decodeDaemonWith &reader
+    match JsonDecode.tryDecodeDaemonLayout line with
+    | ValueSome batch -> Ok batch
+    | ValueNone ->
+        let mutable reader = Utf8JsonReader(line)
+        decodeDaemonWith &reader
 
 let internal decodeDaemonSequence (line: ReadOnlySequence<byte>) : Result<DaemonMessage, ProtocolError> =
     let mutable reader = Utf8JsonReader(line)

@@ -49,27 +49,28 @@ let private decodeInitialize (reader: byref<Utf8JsonReader>) =
 /// The usual payload (one unescaped span, padded) decoded straight into an array of its exact length. The reader's own
 /// TryGetBytesFromBase64 decodes into a rented buffer and then copies: a second pass over every payload. Anything
 /// else (escapes, pieces, whitespace, invalid text) is left to it, so what is accepted does not change.
+let private base64Exactly (text: ReadOnlySpan<byte>) =
+    if text.Length % 4 <> 0 then
+        ValueNone
+    else
+        let padding =
+            if text.Length = 0 || text[text.Length - 1] <> byte '=' then 0
+            elif text[text.Length - 2] <> byte '=' then 1
+            else 2
+
+        let bytes = GC.AllocateUninitializedArray<byte>(text.Length / 4 * 3 - padding)
+        let mutable consumed = 0
+        let mutable written = 0
+
+        match Base64.DecodeFromUtf8(text, Span bytes, &consumed, &written, true) with
+        | OperationStatus.Done when written = bytes.Length -> ValueSome bytes
+        | _ -> ValueNone
+
 let private decodeBase64Exactly (reader: byref<Utf8JsonReader>) =
     if reader.HasValueSequence || reader.ValueIsEscaped then
         ValueNone
     else
-        let text = reader.ValueSpan
-
-        if text.Length % 4 <> 0 then
-            ValueNone
-        else
-            let padding =
-                if text.Length = 0 || text[text.Length - 1] <> byte '=' then 0
-                elif text[text.Length - 2] <> byte '=' then 1
-                else 2
-
-            let bytes = GC.AllocateUninitializedArray<byte>(text.Length / 4 * 3 - padding)
-            let mutable consumed = 0
-            let mutable written = 0
-
-            match Base64.DecodeFromUtf8(text, Span bytes, &consumed, &written, true) with
-            | OperationStatus.Done when written = bytes.Length -> ValueSome bytes
-            | _ -> ValueNone
+        base64Exactly reader.ValueSpan
 
 let private readData (reader: byref<Utf8JsonReader>, field: string) =
     match reader.TokenType with
@@ -231,6 +232,193 @@ let private decodeProcessRecords (reader: byref<Utf8JsonReader>) =
     match records with
     | Some records -> DaemonMessage.ProcessRecords(records, millisBehindLatest)
     | None -> fail (ProtocolError.MissingField("processRecords", "records"))
+
+// ---- processRecords in the daemon's own layout ---------------------------------------------------------------------
+
+// Jackson writes a batch with no white space, its fields in the message classes' order, and strings escaped only where
+// JSON requires (TRANSCRIPTS.md, T04). A line in exactly that form is read here by hand: decoding records took half of
+// the C# sample's stdin thread in a profile, and by hand a batch takes about half the reader's time (bench/README.md).
+// Anything else (white space, another order, an escape, a sentinel, a missing or null sequence number, a number JSON
+// forbids or one out of range, invalid UTF-8) stops the reading at the first byte that differs, and the reader decodes
+// the line instead, so what is accepted, what it decodes to and every error stay the reader's.
+
+let private batchStart = "{\"action\":\"processRecords\",\"records\":["B
+let private dataField = "{\"data\":"B
+let private partitionKeyField = ",\"partitionKey\":"B
+let private sequenceNumberField = ",\"sequenceNumber\":\""B
+let private arrivalField = ",\"approximateArrivalTimestamp\":"B
+let private subSequenceNumberField = ",\"subSequenceNumber\":"B
+let private recordEnd = ",\"action\":\"record\"}"B
+let private batchEnd = "],\"millisBehindLatest\":"B
+let private nullLiteral = "null"B
+
+/// Steps over `expected` if the line has it at `position`.
+let private skip (line: ReadOnlySpan<byte>) (position: byref<int>) (expected: byte[]) =
+    if line.Slice(position).StartsWith(ReadOnlySpan expected) then
+        position <- position + expected.Length
+        true
+    else
+        false
+
+/// The index of the closing quote of the string that opens at `position`, or -1 if it has an escape or no end.
+let private closingQuote (line: ReadOnlySpan<byte>) (position: int) =
+    if position >= line.Length || line[position] <> byte '"' then
+        -1
+    else
+        let length = line.Slice(position + 1).IndexOfAny(byte '"', byte '\\')
+
+        if length < 0 || line[position + 1 + length] <> byte '"' then
+            -1
+        else
+            position + 1 + length
+
+let private payload (line: ReadOnlySpan<byte>) (position: byref<int>) (data: byref<byte[]>) =
+    if skip line &position nullLiteral then
+        data <- Array.Empty<byte>()
+        true
+    else
+        let close = closingQuote line position
+
+        close > 0
+        && match base64Exactly (line.Slice(position + 1, close - position - 1)) with
+           | ValueSome bytes ->
+               data <- bytes
+               position <- close + 1
+               true
+           | ValueNone -> false
+
+// JSON forbids control characters in a string; the reader would refuse them, and GetString refuses invalid UTF-8.
+let private partitionKey (line: ReadOnlySpan<byte>) (position: byref<int>) (key: byref<string>) =
+    if skip line &position nullLiteral then
+        key <- ""
+        true
+    else
+        let close = closingQuote line position
+        let text = if close > 0 then line.Slice(position + 1, close - position - 1) else ReadOnlySpan.Empty
+
+        if close > 0 && text.IndexOfAnyInRange(0uy, 0x1Fuy) < 0 && Unicode.Utf8.IsValid text then
+            key <- Encoding.UTF8.GetString text
+            position <- close + 1
+            true
+        else
+            false
+
+// Just after the opening quote, which `sequenceNumberField` includes.
+let private digits (line: ReadOnlySpan<byte>) (position: byref<int>) (sequence: byref<SequenceNumber>) =
+    let length = line.Slice(position).IndexOf(byte '"')
+
+    length > 0
+    && match SequenceNumber.tryOfUtf8Digits (line.Slice(position, length)) with
+       | ValueSome parsed ->
+           sequence <- parsed
+           position <- position + length + 1
+           true
+       | ValueNone -> false
+
+/// `null`, or an integer as JSON spells one (`-`, then `0` or digits not led by `0`) that fits an Int64, followed by
+/// the end of its object, array or member.
+let private integerOrNull (line: ReadOnlySpan<byte>) (position: byref<int>) (value: byref<int64 voption>) =
+    if skip line &position nullLiteral then
+        value <- ValueNone
+        true
+    else
+        let rest = line.Slice position
+        let first = if rest.Length > 0 && rest[0] = byte '-' then 1 else 0
+        let mutable after = first
+
+        while after < rest.Length && rest[after] >= byte '0' && rest[after] <= byte '9' do
+            after <- after + 1
+
+        let count = after - first
+        let mutable number = 0L
+        let mutable consumed = 0
+
+        if
+            count > 0
+            && not (count > 1 && rest[first] = byte '0')
+            && after < rest.Length
+            && (rest[after] = byte ',' || rest[after] = byte '}' || rest[after] = byte ']')
+            && Utf8Parser.TryParse(rest.Slice(0, after), &number, &consumed)
+            && consumed = after
+        then
+            value <- ValueSome number
+            position <- position + after
+            true
+        else
+            false
+
+let private layoutRecord (line: ReadOnlySpan<byte>) (position: byref<int>) : Record voption =
+    let mutable data = null
+    let mutable key = null
+    let mutable sequence = Unchecked.defaultof<SequenceNumber>
+    let mutable arrival = ValueNone
+    let mutable subSequence = ValueNone
+
+    if
+        skip line &position dataField
+        && payload line &position &data
+        && skip line &position partitionKeyField
+        && partitionKey line &position &key
+        && skip line &position sequenceNumberField
+        && digits line &position &sequence
+        && skip line &position arrivalField
+        && integerOrNull line &position &arrival
+        && (arrival.IsNone || (arrival.Value >= minEpochMillis && arrival.Value <= maxEpochMillis))
+        && skip line &position subSequenceNumberField
+        && integerOrNull line &position &subSequence
+        && skip line &position recordEnd
+    then
+        ValueSome
+            {
+                Data = data
+                PartitionKey = key
+                SequenceNumber = sequence
+                SubSequenceNumber = subSequence |> ValueOption.defaultValue 0L
+                ApproximateArrivalTimestamp =
+                    if arrival.IsSome then
+                        Some(DateTimeOffset.FromUnixTimeMilliseconds arrival.Value)
+                    else
+                        None
+            }
+    else
+        ValueNone
+
+/// A `processRecords` line in the daemon's own layout, decoded as the reader decodes it; ValueNone for any other line.
+let tryDecodeDaemonLayout (line: ReadOnlySpan<byte>) : DaemonMessage voption =
+    let mutable position = 0
+
+    if not (skip line &position batchStart) then
+        ValueNone
+    else
+        let records = ResizeArray<Record>()
+        let mutable inLayout = true
+        let mutable more = position < line.Length && line[position] <> byte ']'
+
+        while more do
+            match layoutRecord line &position with
+            | ValueSome record ->
+                records.Add record
+
+                if position < line.Length && line[position] = byte ',' then
+                    position <- position + 1
+                else
+                    more <- false
+            | ValueNone ->
+                inLayout <- false
+                more <- false
+
+        let mutable behind = ValueNone
+
+        if
+            inLayout
+            && skip line &position batchEnd
+            && integerOrNull line &position &behind
+            && position = line.Length - 1
+            && line[position] = byte '}'
+        then
+            ValueSome(DaemonMessage.ProcessRecords(records.ToArray(), ValueOption.toOption behind))
+        else
+            ValueNone
 
 let private decodeShutdown (reader: byref<Utf8JsonReader>) =
     let mutable reason = None

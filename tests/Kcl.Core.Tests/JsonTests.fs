@@ -874,3 +874,117 @@ let ``a line in many pieces decodes as it does in one`` () =
             Assert.Equal(behind, actualBehind)
             Assert.Equal<Record>(expected, actual)
         | other -> failwithf "unexpected %A" other
+
+// ---- processRecords in the daemon's own layout ----------------------------------------------------------------------
+
+/// The reader's decoding alone: the hand-written reading of the daemon's layout is tried for a line in one span only.
+let private readerOnly (bytes: byte[]) =
+    Json.decodeDaemonSequence (Buffers.ReadOnlySequence<byte> bytes)
+
+// Keys the daemon writes without an escape: printable ASCII but for the quote and the backslash, and non-ASCII text.
+let private plainKey =
+    [ ' ' .. '~' ]
+    |> List.filter (fun c -> c <> '"' && c <> '\\')
+    |> List.map string
+    |> List.append [ "é"; "日"; "😀" ]
+    |> Gen.elements
+    |> Gen.listOf
+    |> Gen.map (String.concat "")
+
+let private plainBatch =
+    gen {
+        let! records =
+            Gen.arrayOf (
+                Gen.map3
+                    (fun (r: Record) key digits ->
+                        { r with
+                            PartitionKey = key
+                            SequenceNumber = SequenceNumber.parse digits
+                        })
+                    Generators.record
+                    plainKey
+                    digitString
+            )
+            |> Gen.scaleSize (fun size -> size / 5)
+
+        let! behind = Gen.optionOf int64Value
+        return DaemonMessage.ProcessRecords(records, behind)
+    }
+
+[<Fact>]
+let ``a batch in the daemon's layout is read by hand, to the records the reader gives`` () =
+    Prop.forAll (Arb.fromGen plainBatch) (fun message ->
+        let bytes = encodeUtf8 message
+
+        JsonDecode.tryDecodeDaemonLayout (ReadOnlySpan bytes) = ValueSome message
+        && readerOnly bytes = Ok message)
+    |> check 300
+
+// Bytes that end a token, start another, or make text JSON or UTF-8 refuses.
+let private disruptive =
+    [ " "; "\""; "\\"; "0"; "-"; "."; "e"; ","; "}"; "]"; "="; "\u0001"; "null"; "\\u0041"; "007"; "1.5"; "1e3" ]
+    |> List.map Encoding.UTF8.GetBytes
+    |> List.append [ [| 0xC3uy |]; [| 0xFFuy |]; [| 0xEDuy; 0xA0uy; 0x80uy |] ]
+
+[<Fact>]
+let ``a line that leaves the daemon's layout anywhere decodes exactly as the reader decodes it`` () =
+    let edited =
+        gen {
+            let! message = Gen.oneof [ plainBatch; daemonMessage ]
+            let bytes = encodeUtf8 message
+            let! position = Gen.choose (0, bytes.Length - 1)
+            let! inserted = Gen.elements disruptive
+            let before, after = Array.splitAt position bytes
+
+            return!
+                Gen.elements
+                    [
+                        Array.concat [ before; inserted; after ]
+                        Array.concat [ before; inserted; Array.tail after ]
+                        Array.append before (Array.tail after)
+                        before
+                        Array.append bytes inserted
+                    ]
+        }
+
+    Prop.forAll (Arb.fromGen edited) (fun bytes -> decodeBytes bytes = readerOnly bytes)
+    |> check 3000
+
+[<Fact>]
+let ``numbers JSON forbids, text it refuses and arrival times out of range leave the line to the reader`` () =
+    let line arrival sub behind =
+        utf8 (
+            "{\"action\":\"processRecords\",\"records\":[{\"data\":\"aGk=\",\"partitionKey\":\"k\",\"sequenceNumber\":\""
+            + A
+            + "\",\"approximateArrivalTimestamp\":"
+            + arrival
+            + ",\"subSequenceNumber\":"
+            + sub
+            + ",\"action\":\"record\"}],\"millisBehindLatest\":"
+            + behind
+            + "}"
+        )
+
+    Assert.True((JsonDecode.tryDecodeDaemonLayout (ReadOnlySpan(line "1700000000123" "0" "0"))).IsSome)
+    Assert.True((JsonDecode.tryDecodeDaemonLayout (ReadOnlySpan(line "null" "null" "null"))).IsSome)
+    Assert.True((JsonDecode.tryDecodeDaemonLayout (ReadOnlySpan(line "-0" "-5" "-0"))).IsSome)
+
+    let outsideTheLayout (bytes: byte[]) =
+        Assert.True((JsonDecode.tryDecodeDaemonLayout (ReadOnlySpan bytes)).IsNone, Encoding.UTF8.GetString bytes)
+        Assert.Equal(readerOnly bytes, decodeBytes bytes)
+
+    for bad in [ "007"; "1.5"; "1e3"; "+1"; "9223372036854775808"; "-9223372036854775809"; "" ] do
+        for bytes in [ line bad "0" "0"; line "1" bad "0"; line "1" "0" bad ] do
+            outsideTheLayout bytes
+
+    // JSON forbids a raw control character in a string, and UTF-8 a lone surrogate; both are the reader's to refuse.
+    for key in [ [| 0x01uy |]; [| 0x1Fuy |]; [| 0xEDuy; 0xA0uy; 0x80uy |]; [| 0xC3uy |] ] do
+        let bytes = line "1" "0" "0"
+        let at = (Encoding.ASCII.GetString bytes).IndexOf "\"partitionKey\":\"k\"" + "\"partitionKey\":\"".Length
+        let edited = Array.concat [ bytes[.. at - 1]; key; bytes[at + 1 ..] ]
+        outsideTheLayout edited
+        Assert.True(isError (decodeBytes edited))
+
+    // One millisecond after DateTimeOffset.MaxValue: an Int64, but no arrival time.
+    outsideTheLayout (line "253402300800000" "0" "0")
+    Assert.True(isError (decodeBytes (line "253402300800000" "0" "0")))
