@@ -77,9 +77,14 @@ let decodeDaemonMessage (line: ReadOnlySpan<byte>) : Result<DaemonMessage, Proto
         let mutable reader = Utf8JsonReader(line)
         decodeDaemonWith &reader
 
-let internal decodeDaemonSequence (line: ReadOnlySequence<byte>) : Result<DaemonMessage, ProtocolError> =
+let internal decodeDaemonByReader (line: ReadOnlySequence<byte>) : Result<DaemonMessage, ProtocolError> =
     let mutable reader = Utf8JsonReader(line)
     decodeDaemonWith &reader
+
+let internal decodeDaemonSequence (line: ReadOnlySequence<byte>) : Result<DaemonMessage, ProtocolError> =
+    match JsonDecode.tryDecodeDaemonLayoutInPieces line with
+    | ValueSome batch -> Ok batch
+    | ValueNone -> decodeDaemonByReader line
 
 let decodeDaemonLine (line: string) : Result<DaemonMessage, ProtocolError> =
     withUtf8 line (fun buffer length -> decodeDaemonMessage (ReadOnlySpan(buffer, 0, length)))

@@ -420,6 +420,58 @@ let tryDecodeDaemonLayout (line: ReadOnlySpan<byte>) : DaemonMessage voption =
         else
             ValueNone
 
+let private inOneSpan (bytes: ReadOnlySequence<byte>) =
+    if bytes.IsSingleSegment then bytes.FirstSpan else ReadOnlySpan(bytes.ToArray())
+
+/// `tryDecodeDaemonLayout` for a line that came in pieces (one longer than the line reader's buffer). A record inside
+/// one piece is read where it lies; the few that cross into the next piece are copied first, each on its own.
+let tryDecodeDaemonLayoutInPieces (line: ReadOnlySequence<byte>) : DaemonMessage voption =
+    let mutable reader = SequenceReader<byte> line
+
+    if not (reader.IsNext(ReadOnlySpan batchStart, true)) then
+        ValueNone
+    else
+        let records = ResizeArray<Record>()
+        let mutable inLayout = true
+        let mutable more = not (reader.IsNext(byte ']', false))
+
+        while more do
+            let start = reader.Position
+            let mutable body = ReadOnlySequence<byte>.Empty
+
+            if reader.TryReadTo(&body, ReadOnlySpan recordEnd, true) then
+                let record = inOneSpan (line.Slice(start, reader.Position))
+                let mutable position = 0
+
+                match layoutRecord record &position with
+                | ValueSome parsed when position = record.Length ->
+                    records.Add parsed
+                    more <- reader.IsNext(byte ',', true)
+                | _ ->
+                    inLayout <- false
+                    more <- false
+            else
+                inLayout <- false
+                more <- false
+
+        // The end of the batch, or the whole rest of the line if it left the layout: copied only in the first case.
+        let rest =
+            if inLayout then inOneSpan (line.Slice reader.Position) else ReadOnlySpan.Empty
+
+        let mutable position = 0
+        let mutable behind = ValueNone
+
+        if
+            inLayout
+            && skip rest &position batchEnd
+            && integerOrNull rest &position &behind
+            && position = rest.Length - 1
+            && rest[position] = byte '}'
+        then
+            ValueSome(DaemonMessage.ProcessRecords(records.ToArray(), ValueOption.toOption behind))
+        else
+            ValueNone
+
 let private decodeShutdown (reader: byref<Utf8JsonReader>) =
     let mutable reason = None
     let mutable go = true

@@ -877,9 +877,18 @@ let ``a line in many pieces decodes as it does in one`` () =
 
 // ---- processRecords in the daemon's own layout ----------------------------------------------------------------------
 
-/// The reader's decoding alone: the hand-written reading of the daemon's layout is tried for a line in one span only.
 let private readerOnly (bytes: byte[]) =
-    Json.decodeDaemonSequence (Buffers.ReadOnlySequence<byte> bytes)
+    Json.decodeDaemonByReader (Buffers.ReadOnlySequence<byte> bytes)
+
+// The line as the line reader hands on one longer than its buffer: a chain of pieces of `size` bytes.
+let private inPieces (size: int) (line: byte[]) =
+    let first = Kcl.Core.LineSegment(ReadOnlyMemory(line, 0, min size line.Length), 0L)
+    let mutable last = first
+
+    for start in size..size .. line.Length - 1 do
+        last <- last.Append(ReadOnlyMemory(line, start, min size (line.Length - start)))
+
+    Buffers.ReadOnlySequence<byte>(first, 0, last, last.Memory.Length)
 
 // Keys the daemon writes without an escape: printable ASCII but for the quote and the backslash, and non-ASCII text.
 let private plainKey =
@@ -949,6 +958,35 @@ let ``a line that leaves the daemon's layout anywhere decodes exactly as the rea
 
     Prop.forAll (Arb.fromGen edited) (fun bytes -> decodeBytes bytes = readerOnly bytes)
     |> check 3000
+
+[<Fact>]
+let ``a batch in the daemon's layout that came in pieces is read by hand too, records across pieces included`` () =
+    let inPiecesOfAnySize =
+        Gen.zip plainBatch (Gen.frequency [ 3, Gen.choose (1, 64); 3, Gen.choose (65, 4096); 1, Gen.constant 65536 ])
+
+    Prop.forAll (Arb.fromGen inPiecesOfAnySize) (fun (message, size) ->
+        let pieces = inPieces size (encodeUtf8 message)
+
+        JsonDecode.tryDecodeDaemonLayoutInPieces pieces = ValueSome message
+        && Json.decodeDaemonSequence pieces = Ok message)
+    |> check 300
+
+[<Fact>]
+let ``a line in pieces that leaves the daemon's layout anywhere decodes exactly as the reader decodes it`` () =
+    let edited =
+        gen {
+            let! message = Gen.oneof [ plainBatch; daemonMessage ]
+            let bytes = encodeUtf8 message
+            let! position = Gen.choose (0, bytes.Length - 1)
+            let! inserted = Gen.elements disruptive
+            let! size = Gen.choose (1, 2048)
+            let before, after = Array.splitAt position bytes
+            let! bytes = Gen.elements [ Array.concat [ before; inserted; after ]; Array.append bytes inserted ]
+            return inPieces size bytes
+        }
+
+    Prop.forAll (Arb.fromGen edited) (fun pieces -> Json.decodeDaemonSequence pieces = Json.decodeDaemonByReader pieces)
+    |> check 2000
 
 [<Fact>]
 let ``numbers JSON forbids, text it refuses and arrival times out of range leave the line to the reader`` () =
