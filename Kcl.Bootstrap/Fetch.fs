@@ -406,9 +406,8 @@ module Fetch =
                 return Ok(jar, false)
             | Error reason when settings.Offline -> return Error(FetchError.MissingOffline(coordinate, jar, reason))
             | Error _ ->
-                for stale in [ jar; sidecar jar "sha1"; sidecar jar "sha256" ] do
-                    deleteQuietly stale
-
+                // Nothing is deleted before the download: a parallel run into the same cache may have put a good jar
+                // there since the check above. The new digest and jar replace the old ones atomically below.
                 let folder = Directory.CreateDirectory(Path.GetDirectoryName jar)
 
                 // Temporary files of killed runs; young ones may belong to a parallel run still writing them.
@@ -430,6 +429,11 @@ module Fetch =
                     | Error e -> return Error e
                     | Ok temp ->
                         // The digest goes first: a jar under its final name always has one to be checked against.
+                        // A digest of the other algorithm would be read first, or stay behind stale.
+                        for other in [ "sha1"; "sha256" ] do
+                            if other <> expected.Algorithm then
+                                deleteQuietly (sidecar jar other)
+
                         writeAtomically (sidecar jar expected.Algorithm) (expected.Hex + "\n")
                         File.Move(temp, jar, true)
                         report (FetchEvent.Verified(coordinate, jar, FileInfo(jar).Length, false))

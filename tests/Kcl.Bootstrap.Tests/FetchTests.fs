@@ -372,6 +372,25 @@ let ``A file:// repository works, and a missing file in it is NotFound`` () =
     | other -> failwithf "expected NotFound, got %A" other
 
 [<Fact>]
+let ``A jar downloaded again leaves no digest of the other algorithm behind, so the next run finds it in the cache`` () =
+    use dir = new TempDir()
+    let repo = dir.Sub "repo"
+    let m = smallManifest 2
+    publishAll repo m |> ignore
+    use server = new RepoServer(repo)
+    let cache = dir.Sub "cache"
+    let first = ok (fst (fetch (settings server.Url cache) m))
+    // A SHA-256 digest is read before a SHA-1 one; this one is of other bytes, so the jar no longer matches.
+    File.WriteAllText(first.Jars[0] + ".sha256", String('0', 64) + "\n")
+
+    let again = ok (fst (fetch (settings server.Url cache) m))
+    Assert.Equal(1, again.Downloaded)
+    Assert.False(File.Exists(first.Jars[0] + ".sha256"))
+
+    let third = ok (fst (fetch (settings server.Url cache) m))
+    Assert.Equal(0, third.Downloaded)
+
+[<Fact>]
 let ``Parallel runs into the same cache folder all succeed with intact jars`` () =
     use dir = new TempDir()
     let repo = dir.Sub "repo"
