@@ -519,14 +519,24 @@ let ``a callback that blocks on its own checkpoint still gets the reply: another
     task {
         // Sync over async, as a careless processor might write it: the thread that read the batch waits for a reply
         // that only a reader of stdin can deliver.
+        let onThePool = ConcurrentQueue<bool>()
+
         let handler =
             RecordsHandler(fun checkpointer ->
+                onThePool.Enqueue Thread.CurrentThread.IsThreadPoolThread
+
                 match checkpointer.Checkpoint(CheckpointTarget.LastDelivered).Result with
                 | Ok() -> Task.CompletedTask
                 | Error failure -> Task.FromException(Kcl.CheckpointException failure))
 
         let! handOvers = handOversIn handler
-        Assert.Equal(1, handOvers)
+
+        // A batch can reach the loop while it still finishes the action before on another thread; its callback then
+        // starts on the thread pool and blocks a worker, not stdin's thread, and nothing is handed over for it. The
+        // first callback that does start on stdin's thread is handed over, and every one after it starts on the pool.
+        let onStdinThread = onThePool |> Seq.filter not |> Seq.length
+        Assert.InRange(onStdinThread, 0, 1)
+        Assert.Equal(onStdinThread, handOvers)
     }
 
 [<Fact>]
