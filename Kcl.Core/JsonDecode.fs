@@ -383,6 +383,21 @@ let private layoutRecord (line: ReadOnlySpan<byte>) (position: byref<int>) : Rec
     else
         ValueNone
 
+/// The batch of `records`, if the line ends at `position` as a batch does: `],"millisBehindLatest":`, its value, `}`.
+let private batchOf (records: ResizeArray<Record>) (line: ReadOnlySpan<byte>) (position: int) =
+    let mutable position = position
+    let mutable behind = ValueNone
+
+    if
+        skip line &position batchEnd
+        && integerOrNull line &position &behind
+        && position = line.Length - 1
+        && line[position] = byte '}'
+    then
+        ValueSome(DaemonMessage.ProcessRecords(records.ToArray(), ValueOption.toOption behind))
+    else
+        ValueNone
+
 /// A `processRecords` line in the daemon's own layout, decoded as the reader decodes it; ValueNone for any other line.
 let tryDecodeDaemonLayout (line: ReadOnlySpan<byte>) : DaemonMessage voption =
     let mutable position = 0
@@ -407,18 +422,7 @@ let tryDecodeDaemonLayout (line: ReadOnlySpan<byte>) : DaemonMessage voption =
                 inLayout <- false
                 more <- false
 
-        let mutable behind = ValueNone
-
-        if
-            inLayout
-            && skip line &position batchEnd
-            && integerOrNull line &position &behind
-            && position = line.Length - 1
-            && line[position] = byte '}'
-        then
-            ValueSome(DaemonMessage.ProcessRecords(records.ToArray(), ValueOption.toOption behind))
-        else
-            ValueNone
+        if inLayout then batchOf records line position else ValueNone
 
 let private inOneSpan (bytes: ReadOnlySequence<byte>) =
     if bytes.IsSingleSegment then bytes.FirstSpan else ReadOnlySpan(bytes.ToArray())
@@ -454,21 +458,9 @@ let tryDecodeDaemonLayoutInPieces (line: ReadOnlySequence<byte>) : DaemonMessage
                 inLayout <- false
                 more <- false
 
-        // The end of the batch, or the whole rest of the line if it left the layout: copied only in the first case.
-        let rest =
-            if inLayout then inOneSpan (line.Slice reader.Position) else ReadOnlySpan.Empty
-
-        let mutable position = 0
-        let mutable behind = ValueNone
-
-        if
-            inLayout
-            && skip rest &position batchEnd
-            && integerOrNull rest &position &behind
-            && position = rest.Length - 1
-            && rest[position] = byte '}'
-        then
-            ValueSome(DaemonMessage.ProcessRecords(records.ToArray(), ValueOption.toOption behind))
+        // Only the end of a batch is copied: the whole rest of the line, if it left the layout, is the reader's.
+        if inLayout then
+            batchOf records (inOneSpan (line.Slice reader.Position)) 0
         else
             ValueNone
 

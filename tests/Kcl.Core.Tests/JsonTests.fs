@@ -935,28 +935,30 @@ let private disruptive =
     |> List.map Encoding.UTF8.GetBytes
     |> List.append [ [| 0xC3uy |]; [| 0xFFuy |]; [| 0xEDuy; 0xA0uy; 0x80uy |] ]
 
+/// A daemon line, mostly in the daemon's layout, with one edit at a random place: a disruptive byte inserted or put
+/// in place of one, a byte removed, the line cut there, or something appended.
+let private editedLine =
+    gen {
+        let! message = Gen.oneof [ plainBatch; daemonMessage ]
+        let bytes = encodeUtf8 message
+        let! position = Gen.choose (0, bytes.Length - 1)
+        let! inserted = Gen.elements disruptive
+        let before, after = Array.splitAt position bytes
+
+        return!
+            Gen.elements
+                [
+                    Array.concat [ before; inserted; after ]
+                    Array.concat [ before; inserted; Array.tail after ]
+                    Array.append before (Array.tail after)
+                    before
+                    Array.append bytes inserted
+                ]
+    }
+
 [<Fact>]
 let ``a line that leaves the daemon's layout anywhere decodes exactly as the reader decodes it`` () =
-    let edited =
-        gen {
-            let! message = Gen.oneof [ plainBatch; daemonMessage ]
-            let bytes = encodeUtf8 message
-            let! position = Gen.choose (0, bytes.Length - 1)
-            let! inserted = Gen.elements disruptive
-            let before, after = Array.splitAt position bytes
-
-            return!
-                Gen.elements
-                    [
-                        Array.concat [ before; inserted; after ]
-                        Array.concat [ before; inserted; Array.tail after ]
-                        Array.append before (Array.tail after)
-                        before
-                        Array.append bytes inserted
-                    ]
-        }
-
-    Prop.forAll (Arb.fromGen edited) (fun bytes -> decodeBytes bytes = readerOnly bytes)
+    Prop.forAll (Arb.fromGen editedLine) (fun bytes -> decodeBytes bytes = readerOnly bytes)
     |> check 3000
 
 [<Fact>]
@@ -974,16 +976,7 @@ let ``a batch in the daemon's layout that came in pieces is read by hand too, re
 [<Fact>]
 let ``a line in pieces that leaves the daemon's layout anywhere decodes exactly as the reader decodes it`` () =
     let edited =
-        gen {
-            let! message = Gen.oneof [ plainBatch; daemonMessage ]
-            let bytes = encodeUtf8 message
-            let! position = Gen.choose (0, bytes.Length - 1)
-            let! inserted = Gen.elements disruptive
-            let! size = Gen.choose (1, 2048)
-            let before, after = Array.splitAt position bytes
-            let! bytes = Gen.elements [ Array.concat [ before; inserted; after ]; Array.append bytes inserted ]
-            return inPieces size bytes
-        }
+        Gen.map2 (fun bytes size -> inPieces size bytes) editedLine (Gen.choose (1, 2048))
 
     Prop.forAll (Arb.fromGen edited) (fun pieces -> Json.decodeDaemonSequence pieces = Json.decodeDaemonByReader pieces)
     |> check 2000
