@@ -337,13 +337,15 @@ type internal StdinThread
                 if Interlocked.CompareExchange(&state, abandoned, inUserCode) = inUserCode then
                     Volatile.Write(&runsUserCode, false)
                     watchdog.Change(Timeout.Infinite, Timeout.Infinite) |> ignore
-                    this.ReadOnNewThread()
 
+                    // Said before it happens: once the new thread reads, the run may end before a line logged after.
                     logger.LogInformation(
                         "a callback kept the stdin thread busy for over {Milliseconds} ms; another thread reads stdin "
                         + "now, and callbacks start on the thread pool from now on",
                         watchdogPeriod.TotalMilliseconds
                     )
+
+                    this.ReadOnNewThread()
             elif current = reading && entered = entriesAtLastTick then
                 // Quiet for a whole period: an idle child wakes no thread until user code runs again.
                 watchdog.Change(Timeout.Infinite, Timeout.Infinite) |> ignore
