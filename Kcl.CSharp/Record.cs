@@ -1,4 +1,3 @@
-using System.Runtime.InteropServices;
 using Kcl.Core;
 using Microsoft.FSharp.Core;
 
@@ -26,11 +25,8 @@ public sealed class Record
         ArgumentNullException.ThrowIfNull(partitionKey);
         ArgumentOutOfRangeException.ThrowIfNegative(subSequenceNumber);
         var parsed = SequenceNumberModule.parse(sequenceNumber);
-        var bytes = MemoryMarshal.TryGetArray(data, out var whole) && whole.Offset == 0 && whole.Count == whole.Array!.Length
-            ? whole.Array
-            : data.ToArray();
         core = new Kcl.Core.Record(
-            bytes,
+            data,
             partitionKey,
             parsed,
             subSequenceNumber,

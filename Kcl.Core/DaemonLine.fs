@@ -14,7 +14,6 @@ open System.Text
 // Field order and spelling as Json.appendRecord writes them (JsonFriendlyRecord's declaration order).
 let private recordsOpen = "{\"action\":\"processRecords\",\"records\":["B
 let private dataOpen = "{\"data\":\""B
-let private dataNull = "{\"data\":null"B
 let private partitionKeyField = ",\"partitionKey\":"B
 let private sequenceNumberField = ",\"sequenceNumber\":"B
 let private arrivalField = ",\"approximateArrivalTimestamp\":"B
@@ -61,10 +60,7 @@ let private plainRecord (record: Record) =
 
 let private recordLength (record: Record) =
     let data =
-        if isNull record.Data then
-            dataNull.Length
-        else
-            dataOpen.Length + Base64.GetMaxEncodedToUtf8Length record.Data.Length + 1
+        dataOpen.Length + Base64.GetMaxEncodedToUtf8Length record.Data.Length + 1
 
     let partitionKey =
         if isNull record.PartitionKey then
@@ -115,22 +111,19 @@ type private Writer(buffer: byte[]) =
         | Some number -> this.Number number
         | None -> this.Bytes nullWord
 
-    member _.Base64(data: byte[]) =
+    member _.Base64(data: ReadOnlySpan<byte>) =
         let mutable consumed = 0
         let mutable written = 0
 
-        Base64.EncodeToUtf8(ReadOnlySpan data, buffer.AsSpan position, &consumed, &written)
+        Base64.EncodeToUtf8(data, buffer.AsSpan position, &consumed, &written)
         |> ignore
 
         position <- position + written
 
 let private writeRecord (writer: Writer) (record: Record) =
-    if isNull record.Data then
-        writer.Bytes dataNull
-    else
-        writer.Bytes dataOpen
-        writer.Base64 record.Data
-        writer.Byte '"'B
+    writer.Bytes dataOpen
+    writer.Base64 record.Data.Span
+    writer.Byte '"'B
 
     writer.Bytes partitionKeyField
 

@@ -159,11 +159,8 @@ let private toJvmAscii (text: string) =
 let private appendRecord (builder: StringBuilder) (record: Record) =
     builder.Append "{\"data\":" |> ignore
 
-    if isNull record.Data then
-        builder.Append "null" |> ignore
-    else
-        builder.Append('"').Append(Convert.ToBase64String record.Data).Append('"')
-        |> ignore
+    builder.Append('"').Append(Convert.ToBase64String record.Data.Span).Append('"')
+    |> ignore
 
     builder.Append ",\"partitionKey\":" |> ignore
     appendQuotedOrNull builder false record.PartitionKey

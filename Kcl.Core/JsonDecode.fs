@@ -46,19 +46,28 @@ let private decodeInitialize (reader: byref<Utf8JsonReader>) =
     | Some id -> DaemonMessage.Initialize(ShardId id, sequence, subSequence)
     | None -> fail (ProtocolError.MissingField(action, "shardId"))
 
-/// The usual payload (one unescaped span, padded) decoded straight into an array of its exact length. The reader's own
-/// TryGetBytesFromBase64 decodes into a rented buffer and then copies: a second pass over every payload. Anything
-/// else (escapes, pieces, whitespace, invalid text) is left to it, so what is accepted does not change.
-let private base64Exactly (text: ReadOnlySpan<byte>) =
+/// How many bytes padded base64 `text` decodes to, if it is valid; -1 if its length cannot be padded base64's.
+let private decodedLength (text: ReadOnlySpan<byte>) =
     if text.Length % 4 <> 0 then
-        ValueNone
+        -1
     else
         let padding =
             if text.Length = 0 || text[text.Length - 1] <> byte '=' then 0
             elif text[text.Length - 2] <> byte '=' then 1
             else 2
 
-        let bytes = GC.AllocateUninitializedArray<byte>(text.Length / 4 * 3 - padding)
+        text.Length / 4 * 3 - padding
+
+/// The usual payload (one unescaped span, padded) decoded straight into an array of its exact length. The reader's own
+/// TryGetBytesFromBase64 decodes into a rented buffer and then copies: a second pass over every payload. Anything
+/// else (escapes, pieces, whitespace, invalid text) is left to it, so what is accepted does not change.
+let private base64Exactly (text: ReadOnlySpan<byte>) =
+    let length = decodedLength text
+
+    if length < 0 then
+        ValueNone
+    else
+        let bytes = GC.AllocateUninitializedArray<byte> length
         let mutable consumed = 0
         let mutable written = 0
 
@@ -72,7 +81,7 @@ let private decodeBase64Exactly (reader: byref<Utf8JsonReader>) =
     else
         base64Exactly reader.ValueSpan
 
-let private readData (reader: byref<Utf8JsonReader>, field: string) =
+let private readData (reader: byref<Utf8JsonReader>, field: string) : byte[] =
     match reader.TokenType with
     | JsonTokenType.Null -> Array.Empty<byte>()
     | JsonTokenType.String ->
@@ -133,7 +142,7 @@ let private decodeRecord (reader: byref<Utf8JsonReader>, index: int) : Record =
             )
         )
 
-    let mutable data = Array.Empty<byte>()
+    let mutable data = ReadOnlyMemory<byte>.Empty
     let mutable partitionKey = ""
     let mutable sequence = Unchecked.defaultof<SequenceNumber>
     let mutable subSequence = 0L
@@ -145,7 +154,7 @@ let private decodeRecord (reader: byref<Utf8JsonReader>, index: int) : Record =
         while reader.Read() && reader.TokenType = JsonTokenType.PropertyName do
             if is dataName &reader then
                 reader.Read() |> ignore
-                data <- readData (&reader, "data")
+                data <- ReadOnlyMemory(readData (&reader, "data"))
             elif is partitionKeyName &reader then
                 reader.Read() |> ignore
 
@@ -272,20 +281,69 @@ let private closingQuote (line: ReadOnlySpan<byte>) (position: int) =
         else
             position + 1 + length
 
-let private payload (line: ReadOnlySpan<byte>) (position: byref<int>) (data: byref<byte[]>) =
+// A batch's payloads are decoded into blocks of 64 KiB that neighbouring records share, never pooled (POLICY.md
+// "Records that user code keeps"). An array per record cost the GC most of a 10,000-record batch's time: the batch lives
+// until its callback returns, so a collection during it copied each of its arrays. Blocks of 1 MiB, on the large-object
+// heap, did better but not as well: the child took four times the page faults, for fresh memory to put them in
+// (bench/README.md, "Seventh round").
+let private blockBytes = 64 * 1024
+
+/// Where one batch's payloads are decoded: consecutive slices of blocks, so a record that user code keeps holds its
+/// block (64 KiB at most) and nothing else.
+[<Sealed>]
+type private PayloadBlocks() =
+    let mutable block: byte[] = null
+    let mutable used = 0
+
+    /// Decodes `text` (padded base64) into the next slice of a block, or into an array of its own if it would take
+    /// half a block or more. `estimate` is how many bytes this payload and the rest of the batch's probably take.
+    member _.Decode(text: ReadOnlySpan<byte>, estimate: int64, data: byref<ReadOnlyMemory<byte>>) =
+        let length = decodedLength text
+
+        if length <= 0 then
+            data <- ReadOnlyMemory.Empty
+            text.Length = 0
+        else
+            let alone = length >= blockBytes / 2
+
+            // A small batch's one block is no bigger than its payloads.
+            if not alone && (isNull block || block.Length - used < length) then
+                block <- GC.AllocateUninitializedArray<byte>(int (max (int64 length) (min (int64 blockBytes) estimate)))
+                used <- 0
+
+            let room =
+                if alone then
+                    Memory(GC.AllocateUninitializedArray<byte> length)
+                else
+                    Memory(block, used, length)
+
+            let mutable consumed = 0
+            let mutable written = 0
+
+            match Base64.DecodeFromUtf8(text, room.Span, &consumed, &written, true) with
+            | OperationStatus.Done when written = length ->
+                if not alone then
+                    used <- used + length
+
+                data <- Memory.op_Implicit room
+                true
+            | _ -> false
+
+/// Steps over a payload's string, or `null`, leaving where its text starts and its length (-1 for null).
+let private payloadText (line: ReadOnlySpan<byte>) (position: byref<int>) (start: byref<int>) (length: byref<int>) =
     if skip line &position nullLiteral then
-        data <- Array.Empty<byte>()
+        length <- -1
         true
     else
         let close = closingQuote line position
 
-        close > 0
-        && match base64Exactly (line.Slice(position + 1, close - position - 1)) with
-           | ValueSome bytes ->
-               data <- bytes
-               position <- close + 1
-               true
-           | ValueNone -> false
+        if close > 0 && (close - position - 1) % 4 = 0 then
+            start <- position + 1
+            length <- close - start
+            position <- close + 1
+            true
+        else
+            false
 
 // JSON forbids control characters in a string; the reader would refuse them, and GetString refuses invalid UTF-8.
 let private partitionKey (line: ReadOnlySpan<byte>) (position: byref<int>) (key: byref<string>) =
@@ -347,8 +405,17 @@ let private integerOrNull (line: ReadOnlySpan<byte>) (position: byref<int>) (val
         else
             false
 
-let private layoutRecord (line: ReadOnlySpan<byte>) (position: byref<int>) : Record voption =
-    let mutable data = null
+/// The record that starts at `position`. `tail` is how much of the line follows `line`.
+let private layoutRecord
+    (blocks: PayloadBlocks)
+    (tail: int64)
+    (line: ReadOnlySpan<byte>)
+    (position: byref<int>)
+    : Record voption =
+    let start = position
+    let mutable textStart = 0
+    let mutable textLength = 0
+    let mutable data = ReadOnlyMemory<byte>.Empty
     let mutable key = null
     let mutable sequence = Unchecked.defaultof<SequenceNumber>
     let mutable arrival = ValueNone
@@ -356,7 +423,7 @@ let private layoutRecord (line: ReadOnlySpan<byte>) (position: byref<int>) : Rec
 
     if
         skip line &position dataField
-        && payload line &position &data
+        && payloadText line &position &textStart &textLength
         && skip line &position partitionKeyField
         && partitionKey line &position &key
         && skip line &position sequenceNumberField
@@ -367,6 +434,13 @@ let private layoutRecord (line: ReadOnlySpan<byte>) (position: byref<int>) : Rec
         && skip line &position subSequenceNumberField
         && integerOrNull line &position &subSequence
         && skip line &position recordEnd
+        // Decoded last, once the record's length gives the share of the rest of the line that payloads take.
+        && (textLength < 0
+            || blocks.Decode(
+                line.Slice(textStart, textLength),
+                (int64 (line.Length - start) + tail) * int64 textLength / int64 (position - start) * 3L / 4L,
+                &data
+            ))
     then
         ValueSome
             {
@@ -383,8 +457,29 @@ let private layoutRecord (line: ReadOnlySpan<byte>) (position: byref<int>) : Rec
     else
         ValueNone
 
+/// The records of one batch, in an array sized from the first record's length. A list that doubles would grow to
+/// 16,384 slots for a batch of 10,000, on the large-object heap, and only collections of every generation free that.
+[<Sealed>]
+type private BatchRecords() =
+    let mutable records: Record[] = Array.Empty()
+    let mutable count = 0
+
+    /// Adds a record `length` bytes long on the line, with `remaining` bytes of the line after it.
+    member _.Add(record: Record, length: int, remaining: int64) =
+        if count = records.Length then
+            // Records are separated by a comma; what ends the batch is shorter than a record.
+            let more = remaining / int64 (length + 1)
+            Array.Resize(&records, count + 1 + int (min more (int64 Int32.MaxValue - int64 count - 1L)))
+
+        records[count] <- record
+        count <- count + 1
+
+    /// The records added, in order.
+    member _.ToArray() =
+        if count = records.Length then records else Array.sub records 0 count
+
 /// The batch of `records`, if the line ends at `position` as a batch does: `],"millisBehindLatest":`, its value, `}`.
-let private batchOf (records: ResizeArray<Record>) (line: ReadOnlySpan<byte>) (position: int) =
+let private batchOf (records: BatchRecords) (line: ReadOnlySpan<byte>) (position: int) =
     let mutable position = position
     let mutable behind = ValueNone
 
@@ -405,14 +500,17 @@ let tryDecodeDaemonLayout (line: ReadOnlySpan<byte>) : DaemonMessage voption =
     if not (skip line &position batchStart) then
         ValueNone
     else
-        let records = ResizeArray<Record>()
+        let records = BatchRecords()
+        let blocks = PayloadBlocks()
         let mutable inLayout = true
         let mutable more = position < line.Length && line[position] <> byte ']'
 
         while more do
-            match layoutRecord line &position with
+            let start = position
+
+            match layoutRecord blocks 0L line &position with
             | ValueSome record ->
-                records.Add record
+                records.Add(record, position - start, int64 (line.Length - position))
 
                 if position < line.Length && line[position] = byte ',' then
                     position <- position + 1
@@ -435,26 +533,41 @@ let tryDecodeDaemonLayoutInPieces (line: ReadOnlySequence<byte>) : DaemonMessage
     if not (reader.IsNext(ReadOnlySpan batchStart, true)) then
         ValueNone
     else
-        let records = ResizeArray<Record>()
+        let records = BatchRecords()
+        let blocks = PayloadBlocks()
         let mutable inLayout = true
         let mutable more = not (reader.IsNext(byte ']', false))
 
         while more do
-            let start = reader.Position
-            let mutable body = ReadOnlySequence<byte>.Empty
+            let piece = reader.UnreadSpan
+            let mutable position = 0
 
-            if reader.TryReadTo(&body, ReadOnlySpan recordEnd, true) then
-                let record = inOneSpan (line.Slice(start, reader.Position))
-                let mutable position = 0
+            // No field of a record in the layout can hold `recordEnd`, so its first occurrence ends the record: one
+            // read here where the record lies whole, or a copy of the one record that crosses into the next piece.
+            match layoutRecord blocks (reader.Remaining - int64 piece.Length) piece &position with
+            | ValueSome parsed ->
+                reader.Advance(int64 position)
+                records.Add(parsed, position, reader.Remaining)
+                more <- reader.IsNext(byte ',', true)
+            | ValueNone when piece.IndexOf(ReadOnlySpan recordEnd) < 0 ->
+                let start = reader.Position
+                let mutable body = ReadOnlySequence<byte>.Empty
 
-                match layoutRecord record &position with
-                | ValueSome parsed when position = record.Length ->
-                    records.Add parsed
-                    more <- reader.IsNext(byte ',', true)
-                | _ ->
+                if reader.TryReadTo(&body, ReadOnlySpan recordEnd, true) then
+                    let record = inOneSpan (line.Slice(start, reader.Position))
+                    position <- 0
+
+                    match layoutRecord blocks reader.Remaining record &position with
+                    | ValueSome parsed when position = record.Length ->
+                        records.Add(parsed, position, reader.Remaining)
+                        more <- reader.IsNext(byte ',', true)
+                    | _ ->
+                        inLayout <- false
+                        more <- false
+                else
                     inLayout <- false
                     more <- false
-            else
+            | ValueNone ->
                 inLayout <- false
                 more <- false
 

@@ -188,11 +188,13 @@ type CheckpointError =
         | "IllegalArgumentException" -> IllegalArgument
         | other -> Other other
 
-/// One Kinesis record as the daemon delivers it (`messages/JsonFriendlyRecord.java`).
+/// One Kinesis record as the daemon delivers it (`messages/JsonFriendlyRecord.java`). Two records are equal when their
+/// fields are, the payloads compared byte by byte.
+[<CustomEquality; NoComparison>]
 type Record =
     {
-        /// The payload. Never pooled: it stays valid for as long as user code holds it.
-        Data: byte[]
+        /// The payload. Never pooled or recycled: it stays valid for as long as user code holds it.
+        Data: ReadOnlyMemory<byte>
         /// The partition key; empty when the daemon sent null.
         PartitionKey: string
         /// The record's sequence number.
@@ -202,6 +204,26 @@ type Record =
         /// When Kinesis received the record, if the daemon said.
         ApproximateArrivalTimestamp: DateTimeOffset option
     }
+
+    /// True when every field is equal, the payloads compared byte by byte.
+    member this.Equals(other: Record) =
+        not (isNull (box other))
+        && this.Data.Span.SequenceEqual other.Data.Span
+        && this.PartitionKey = other.PartitionKey
+        && this.SequenceNumber = other.SequenceNumber
+        && this.SubSequenceNumber = other.SubSequenceNumber
+        && this.ApproximateArrivalTimestamp = other.ApproximateArrivalTimestamp
+
+    override this.Equals(other: obj) =
+        match other with
+        | :? Record as other -> this.Equals other
+        | _ -> false
+
+    override this.GetHashCode() =
+        HashCode.Combine(this.Data.Length, this.PartitionKey, this.SequenceNumber, this.SubSequenceNumber)
+
+    interface IEquatable<Record> with
+        member this.Equals(other: Record) = this.Equals other
 
 /// Where a child asks the daemon to checkpoint.
 [<RequireQualifiedAccess>]

@@ -52,7 +52,7 @@ module internal KinesisSource =
     let toRecords (r: KinesisRecord) : Record list =
         let make key data sub =
             {
-                Data = data
+                Data = ReadOnlyMemory data
                 PartitionKey = key
                 SequenceNumber = SequenceNumber.parse r.SequenceNumber
                 SubSequenceNumber = sub

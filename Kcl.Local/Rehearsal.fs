@@ -26,7 +26,7 @@ let rehearse () : DaemonSession.Session =
     let records =
         Array.init 2 (fun i ->
             {
-                Data = Array.create 64 (byte 'k')
+                Data = ReadOnlyMemory(Array.create 64 (byte 'k'))
                 PartitionKey = "rehearsal"
                 SequenceNumber = SequenceNumber.parse (Shards.sequenceNumber 0 (int64 i + 1L))
                 SubSequenceNumber = 0L

@@ -41,7 +41,7 @@ type ShardFeed(index: int, shardId: string) =
         lock gate (fun () ->
             records.Add
                 {
-                    Data = record.Data
+                    Data = ReadOnlyMemory record.Data
                     PartitionKey = record.PartitionKey
                     SequenceNumber = SequenceNumber.parse (Shards.sequenceNumber index (int64 records.Count + 1L))
                     SubSequenceNumber = 0L

@@ -79,7 +79,7 @@ type ShardScript internal (state: ScriptState) =
             records
             |> Seq.map (fun record ->
                 {
-                    Data = record.Data.ToArray()
+                    Data = record.Data
                     PartitionKey = record.PartitionKey
                     SequenceNumber = SequenceNumber.parse record.SequenceNumber
                     SubSequenceNumber = record.SubSequenceNumber
@@ -103,7 +103,7 @@ type ShardScript internal (state: ScriptState) =
                 let n = state.NextRecord + i
 
                 {
-                    Data = Encoding.UTF8.GetBytes text
+                    Data = ReadOnlyMemory(Encoding.UTF8.GetBytes text)
                     PartitionKey = sprintf "pk-%d" n
                     SequenceNumber = SequenceNumber.parse (sequencePrefix + n.ToString "D6")
                     SubSequenceNumber = 0L

@@ -15,7 +15,7 @@ let internal batchLine recordSize count =
             random.NextBytes data
 
             {
-                Data = data
+                Data = ReadOnlyMemory data
                 PartitionKey = sprintf "pk-%d" n
                 SequenceNumber = SequenceNumber.parse ("4959033827149025660855969253836157109592157598913" + n.ToString "D7")
                 SubSequenceNumber = 0L

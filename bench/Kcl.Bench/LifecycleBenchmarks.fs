@@ -1,6 +1,7 @@
 /// The pure lifecycle: the transitions of one batch with one checkpoint.
 module Kcl.Bench.LifecycleBenchmarks
 
+open System
 open BenchmarkDotNet.Attributes
 open Kcl.Core
 
@@ -15,7 +16,7 @@ type BatchCycle() =
     let records =
         Array.init 500 (fun n ->
             {
-                Data = [| byte n |]
+                Data = ReadOnlyMemory [| byte n |]
                 PartitionKey = "pk"
                 SequenceNumber = SequenceNumber.parse (string (1000 + n))
                 SubSequenceNumber = 0L

@@ -42,7 +42,7 @@ let create name recordSize batchSize records =
                         let n = first + i
 
                         {
-                            Data = payload ()
+                            Data = ReadOnlyMemory(payload ())
                             PartitionKey = sprintf "pk-%d" (n % 64)
                             SequenceNumber = SequenceNumber.parse ("4959033827149025660855969253836157109592157598913" + n.ToString "D7")
                             SubSequenceNumber = 0L

@@ -23,7 +23,7 @@ let private position sequence sub =
 
 let private record sequence sub =
     {
-        Data = [| 1uy |]
+        Data = ReadOnlyMemory [| 1uy |]
         PartitionKey = "pk"
         SequenceNumber = SequenceNumber.parse sequence
         SubSequenceNumber = sub
@@ -1157,8 +1157,8 @@ let ``random garbage lines and bytes never throw, and each is recorded`` () =
 // ---- the bytes of a processRecords line ---------------------------------------------------------------------------
 
 // Records of every shape the encoder has to tell apart: plain keys (its own path), keys with quotes, backslashes,
-// control characters, non-ASCII and lone surrogates (the reference's path), null data and keys, no arrival time,
-// negative and extreme numbers.
+// control characters, non-ASCII and lone surrogates (the reference's path), empty data (a payload cannot be null),
+// null keys, no arrival time, negative and extreme numbers.
 let private anyRecord =
     gen {
         let! key =
@@ -1169,7 +1169,11 @@ let private anyRecord =
                 ]
 
         let! data =
-            Gen.oneof [ Gen.arrayOf (Gen.choose (0, 255) |> Gen.map byte); Gen.constant null ]
+            Gen.oneof
+                [
+                    Gen.arrayOf (Gen.choose (0, 255) |> Gen.map byte) |> Gen.map ReadOnlyMemory
+                    Gen.constant ReadOnlyMemory<byte>.Empty
+                ]
 
         let! digits = Gen.choose (1, 999999)
         let! sub = Gen.elements [ 0L; 7L; -1L; Int64.MaxValue; Int64.MinValue ]

@@ -97,7 +97,7 @@ let record: Gen<Record> =
 
         return
             {
-                Data = data
+                Data = ReadOnlyMemory data
                 PartitionKey = partitionKey
                 SequenceNumber = sequence
                 SubSequenceNumber = subSequence

@@ -1,6 +1,7 @@
 module Kcl.Core.Tests.JsonTests
 
 open System
+open System.Runtime.InteropServices
 open System.Text
 open System.Text.Json
 open FsCheck
@@ -30,7 +31,7 @@ let private K = "49590338271490256608559692540925702759324208523137515618"
 
 let private record (data: byte[]) key sequence sub arrival =
     {
-        Data = data
+        Data = ReadOnlyMemory data
         PartitionKey = key
         SequenceNumber = seqNo sequence
         SubSequenceNumber = sub
@@ -39,6 +40,12 @@ let private record (data: byte[]) key sequence sub arrival =
 
 let private ascii (text: string) = Encoding.ASCII.GetBytes text
 let private utf8 (text: string) = Encoding.UTF8.GetBytes text
+
+/// The array a decoded payload lies in, and where.
+let private segmentOf (data: ReadOnlyMemory<byte>) =
+    match MemoryMarshal.TryGetArray data with
+    | true, segment -> segment
+    | false, _ -> failwith "the payload does not lie in an array"
 
 let private expectError (expected: ProtocolError) (actual: Result<'T, ProtocolError>) =
     Assert.Equal(Error expected, actual)
@@ -226,7 +233,7 @@ let ``payloads, long digit strings and Unicode partition keys arrive exactly as 
 
         match decodeBytes (encodeUtf8 (DaemonMessage.ProcessRecords([| sent |], None))) with
         | Ok(DaemonMessage.ProcessRecords([| received |], None)) ->
-            received.Data = data
+            received.Data.Span.SequenceEqual(ReadOnlySpan data)
             && received.SequenceNumber.Value = digits
             && received.PartitionKey = key
         | _ -> false)
@@ -331,7 +338,13 @@ let ``a batch of ten 1 MiB records decodes, each payload its own array`` () =
     | Ok(DaemonMessage.ProcessRecords(decoded, None) as received) ->
         Assert.Equal(message, received)
 
-        let arrays = decoded |> Array.map _.Data
+        let arrays =
+            decoded
+            |> Array.map (fun record ->
+                let segment = segmentOf record.Data
+                Assert.Equal(0, segment.Offset)
+                Assert.Equal(segment.Array.Length, segment.Count)
+                segment.Array)
 
         for i in 0 .. arrays.Length - 1 do
             for j in i + 1 .. arrays.Length - 1 do
@@ -345,9 +358,9 @@ let ``decoding a line twice gives payload arrays that share nothing`` () =
 
     match first, second with
     | Ok(DaemonMessage.ProcessRecords(one, _)), Ok(DaemonMessage.ProcessRecords(two, _)) ->
-        one[0].Data[ 0 ] <- 0uy
-        Assert.Equal<byte>(utf8 "hello", two[0].Data)
-        Assert.False(obj.ReferenceEquals(one[0].Data, two[0].Data))
+        (MemoryMarshal.AsMemory one[0].Data).Span[0] <- 0uy
+        Assert.Equal<byte>(utf8 "hello", two[0].Data.ToArray())
+        Assert.False(obj.ReferenceEquals((segmentOf one[0].Data).Array, (segmentOf two[0].Data).Array))
     | other -> Assert.Fail(sprintf "%A" other)
 
 [<Fact>]
@@ -659,7 +672,8 @@ let ``record data decodes exactly as Utf8JsonReader's own base64 decoder would``
             sprintf """{"action":"processRecords","records":[{"sequenceNumber":"1","data":%s}]}""" json
 
         match expected, Json.decodeDaemonLine line with
-        | Some bytes, Ok(DaemonMessage.ProcessRecords([| decoded |], None)) -> decoded.Data = bytes
+        | Some bytes, Ok(DaemonMessage.ProcessRecords([| decoded |], None)) ->
+            decoded.Data.Span.SequenceEqual(ReadOnlySpan bytes)
         | None, Error(ProtocolError.InvalidValue("processRecords", "records[0].data", _)) -> true
         | _ -> false)
     |> check 2000
@@ -845,7 +859,7 @@ let ``a line in many pieces decodes as it does in one`` () =
     let records =
         Array.init 40 (fun n ->
             {
-                Data = Array.init (300 + n) byte
+                Data = ReadOnlyMemory(Array.init (300 + n) byte)
                 PartitionKey = sprintf "pk-%d" n
                 SequenceNumber =
                     SequenceNumber.parse ("4959033827149025660855969253836157109592157598913" + n.ToString "D7")
@@ -1019,3 +1033,88 @@ let ``numbers JSON forbids, text it refuses and arrival times out of range leave
     // One millisecond after DateTimeOffset.MaxValue: an Int64, but no arrival time.
     outsideTheLayout (line "253402300800000" "0" "0")
     Assert.True(isError (decodeBytes (line "253402300800000" "0" "0")))
+
+// ---- where decoded payloads lie -----------------------------------------------------------------------------------
+
+let private batchOfSizes (sizes: int list) =
+    let random = Random 23
+
+    let records =
+        sizes
+        |> List.mapi (fun i size ->
+            record (Array.init size (fun _ -> byte (random.Next 256))) "k" (A + string i) 0L (at 1700000000000L))
+        |> Array.ofList
+
+    DaemonMessage.ProcessRecords(records, Some 0L)
+
+/// The records of a batch decoded by hand from one span, and from pieces of 4 KiB.
+let private decodedBothWays (message: DaemonMessage) =
+    let bytes = encodeUtf8 message
+
+    [
+        JsonDecode.tryDecodeDaemonLayout (ReadOnlySpan bytes)
+        JsonDecode.tryDecodeDaemonLayoutInPieces (inPieces 4096 bytes)
+    ]
+    |> List.map (function
+        | ValueSome(DaemonMessage.ProcessRecords(records, _) as decoded) ->
+            Assert.Equal(message, decoded)
+            records
+        | other -> failwithf "not read by hand: %A" other)
+
+[<Fact>]
+let ``a batch's payloads lie side by side in blocks of 64 KiB that neighbouring records share`` () =
+    for records in decodedBothWays (batchOfSizes (List.replicate 500 1024)) do
+        let segments = records |> Array.map (fun record -> segmentOf record.Data)
+        let blocks = segments |> Array.map _.Array |> Array.distinct
+
+        // 64 records of 1 KiB fill a block: 500 take 8 blocks, not 500 arrays.
+        Assert.Equal(8, blocks.Length)
+        Assert.All(blocks, fun block -> Assert.True(block.Length <= 65536, string block.Length))
+
+        for previous, next in Array.pairwise segments do
+            if obj.ReferenceEquals(previous.Array, next.Array) then
+                Assert.Equal(previous.Offset + previous.Count, next.Offset)
+
+[<Fact>]
+let ``a small batch's block is about the size of its payloads, and a payload of 32 KiB or more has its own array`` () =
+    for records in decodedBothWays (batchOfSizes [ 100; 100; 100 ]) do
+        let block = (segmentOf records[0].Data).Array
+        Assert.All(records, fun record -> Assert.Same(block, (segmentOf record.Data).Array))
+        Assert.InRange(block.Length, 300, 600)
+
+    for records in decodedBothWays (batchOfSizes [ 10; 32768; 10 ]) do
+        let own = segmentOf records[1].Data
+        Assert.Equal(32768, own.Array.Length)
+        Assert.NotSame(own.Array, (segmentOf records[0].Data).Array)
+        Assert.Same((segmentOf records[0].Data).Array, (segmentOf records[2].Data).Array)
+
+[<Fact>]
+let ``a batch whose first record is its longest decodes whole, though it has more records than the first suggests`` () =
+    // The records' array is sized from the first record's length; shorter records after it make it grow.
+    for sizes in [ 3000 :: List.replicate 200 10; [ 5000; 0; 0; 0; 0; 0 ]; List.init 300 (fun i -> 3000 - 10 * i) ] do
+        for records in decodedBothWays (batchOfSizes sizes) do
+            Assert.Equal(sizes.Length, records.Length)
+
+[<Fact>]
+let ``records are equal when their fields are, payloads compared byte by byte`` () =
+    let one = record (utf8 "hello") "k" A 1L (at 5L)
+    let copy = { one with Data = ReadOnlyMemory((utf8 "xhellox"), 1, 5) }
+
+    Assert.True(one.Equals copy)
+    Assert.True((one :> IEquatable<Record>).Equals copy)
+    Assert.Equal(one, copy)
+    Assert.Equal(one.GetHashCode(), copy.GetHashCode())
+
+    for other in
+        [
+            { one with Data = ReadOnlyMemory(utf8 "hellO") }
+            { one with Data = ReadOnlyMemory(utf8 "hell") }
+            { one with PartitionKey = "j" }
+            { one with SequenceNumber = seqNo B }
+            { one with SubSequenceNumber = 2L }
+            { one with ApproximateArrivalTimestamp = None }
+        ] do
+        Assert.False(one.Equals other, sprintf "%A" other)
+        Assert.NotEqual(one, other)
+
+    Assert.False(one.Equals(Unchecked.defaultof<Record>))

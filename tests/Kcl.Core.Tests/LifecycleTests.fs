@@ -21,7 +21,7 @@ let private seqB =
 
 let private record sequenceNumber sub =
     {
-        Data = [| 1uy |]
+        Data = ReadOnlyMemory [| 1uy |]
         PartitionKey = "pk"
         SequenceNumber = sequenceNumber
         SubSequenceNumber = sub
