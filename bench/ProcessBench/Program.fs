@@ -127,7 +127,10 @@ let main argv =
                 for workload in workloads do
                     for child in children do
                         eprintfn "run %d: %s, %s" run child.Name workload.Name
-                        Driver.run child workload
+                        let measured = Driver.run child workload
+                        // Each run's figure, so that the spread behind a median can be read from the log.
+                        eprintfn "  %.0f records/s, %.2f s CPU" measured.RecordsPerSecond measured.CpuSeconds
+                        measured
 
                     if workload.Name = localWorkload.Name then
                         for dll, measurements in localRuns do
