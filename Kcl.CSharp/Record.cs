@@ -4,7 +4,10 @@ using Microsoft.FSharp.Core;
 namespace Kcl;
 
 /// <summary>One Kinesis record as the daemon delivered it.</summary>
-/// <remarks>The data is never pooled or recycled: it stays valid for as long as your code holds it.</remarks>
+/// <remarks>
+/// The data is never pooled or recycled: it stays valid for as long as your code holds it. The payloads of a decoded
+/// batch share blocks of up to 64 KiB, so a record kept for long keeps its block: keep <c>Data.ToArray()</c> instead.
+/// </remarks>
 public sealed class Record
 {
     /// <summary>Creates a record, for example to test a processor.</summary>

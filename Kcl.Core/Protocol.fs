@@ -193,7 +193,8 @@ type CheckpointError =
 [<CustomEquality; NoComparison>]
 type Record =
     {
-        /// The payload. Never pooled or recycled: it stays valid for as long as user code holds it.
+        /// The payload. Never pooled or recycled: it stays valid for as long as user code holds it. The payloads of a
+        /// decoded batch share blocks of up to 64 KiB, so a record kept for long keeps its block: copy what you keep.
         Data: ReadOnlyMemory<byte>
         /// The partition key; empty when the daemon sent null.
         PartitionKey: string
