@@ -10,16 +10,10 @@ module internal Kcl.Core.DaemonLine
 open System
 open System.Buffers.Text
 open System.Text
+open Kcl.Core.JsonDecode.Layout
 
 // Field order and spelling as Json.appendRecord writes them (JsonFriendlyRecord's declaration order).
-let private recordsOpen = "{\"action\":\"processRecords\",\"records\":["B
-let private dataOpen = "{\"data\":\""B
-let private partitionKeyField = ",\"partitionKey\":"B
-let private sequenceNumberField = ",\"sequenceNumber\":"B
-let private arrivalField = ",\"approximateArrivalTimestamp\":"B
-let private subSequenceField = ",\"subSequenceNumber\":"B
-let private recordClose = ",\"action\":\"record\"}"B
-let private recordsClose = "],\"millisBehindLatest\":"B
+let private dataOpen = Array.append dataField "\""B
 let private nullWord = "null"B
 
 // A string that Jackson writes as itself between quotes and that both charsets encode byte for byte: printable
@@ -75,9 +69,9 @@ let private recordLength (record: Record) =
     + quotedLength record.SequenceNumber.Value
     + arrivalField.Length
     + arrivalLength record.ApproximateArrivalTimestamp
-    + subSequenceField.Length
+    + subSequenceNumberField.Length
     + digitCount record.SubSequenceNumber
-    + recordClose.Length
+    + recordEnd.Length
 
 /// Writes into a span that was sized for exactly what goes in it.
 type private Writer(buffer: byte[]) =
@@ -140,9 +134,9 @@ let private writeRecord (writer: Writer) (record: Record) =
     | Some time -> writer.Number(time.ToUnixTimeMilliseconds())
     | None -> writer.Bytes nullWord
 
-    writer.Bytes subSequenceField
+    writer.Bytes subSequenceNumberField
     writer.Number record.SubSequenceNumber
-    writer.Bytes recordClose
+    writer.Bytes recordEnd
 
 let private reference charset (separator: string) message =
     Array.append (Json.encodeDaemonMessage charset message) (Encoding.ASCII.GetBytes separator)
@@ -160,9 +154,9 @@ let encodeInto
         Ascii.IsValid separator && Array.forall plainRecord records
         ->
         let mutable length =
-            recordsOpen.Length
+            batchStart.Length
             + max 0 (records.Length - 1)
-            + recordsClose.Length
+            + batchEnd.Length
             + optionalLength millisBehindLatest
             + 1
             + separator.Length
@@ -172,7 +166,7 @@ let encodeInto
 
         let line = buffer length
         let writer = Writer line
-        writer.Bytes recordsOpen
+        writer.Bytes batchStart
 
         for i in 0 .. records.Length - 1 do
             if i > 0 then
@@ -180,7 +174,7 @@ let encodeInto
 
             writeRecord writer records[i]
 
-        writer.Bytes recordsClose
+        writer.Bytes batchEnd
         writer.Optional millisBehindLatest
         writer.Byte '}'B
         writer.Ascii separator

@@ -251,14 +251,21 @@ let private decodeProcessRecords (reader: byref<Utf8JsonReader>) =
 // forbids or one out of range, invalid UTF-8) stops the reading at the first byte that differs, and the reader decodes
 // the line instead, so what is accepted, what it decodes to and every error stay the reader's.
 
-let private batchStart = "{\"action\":\"processRecords\",\"records\":["B
-let private dataField = "{\"data\":"B
-let private partitionKeyField = ",\"partitionKey\":"B
-let private sequenceNumberField = ",\"sequenceNumber\":\""B
-let private arrivalField = ",\"approximateArrivalTimestamp\":"B
-let private subSequenceNumberField = ",\"subSequenceNumber\":"B
-let private recordEnd = ",\"action\":\"record\"}"B
-let private batchEnd = "],\"millisBehindLatest\":"B
+/// The daemon's layout of a batch, read here and written the same way by DaemonLine.
+module Layout =
+    let batchStart = "{\"action\":\"processRecords\",\"records\":["B
+    let dataField = "{\"data\":"B
+    let partitionKeyField = ",\"partitionKey\":"B
+    let sequenceNumberField = ",\"sequenceNumber\":"B
+    let arrivalField = ",\"approximateArrivalTimestamp\":"B
+    let subSequenceNumberField = ",\"subSequenceNumber\":"B
+    let recordEnd = ",\"action\":\"record\"}"B
+    let batchEnd = "],\"millisBehindLatest\":"B
+
+open Layout
+
+// A sequence number in the layout is always a string: the opening quote is read with the name.
+let private sequenceNumberOpen = Array.append sequenceNumberField "\""B
 let private nullLiteral = "null"B
 
 /// Steps over `expected` if the line has it at `position`.
@@ -361,7 +368,7 @@ let private partitionKey (line: ReadOnlySpan<byte>) (position: byref<int>) (key:
         else
             false
 
-// Just after the opening quote, which `sequenceNumberField` includes.
+// Just after the opening quote, which `sequenceNumberOpen` includes.
 let private digits (line: ReadOnlySpan<byte>) (position: byref<int>) (sequence: byref<SequenceNumber>) =
     let length = line.Slice(position).IndexOf(byte '"')
 
@@ -426,7 +433,7 @@ let private layoutRecord
         && payloadText line &position &textStart &textLength
         && skip line &position partitionKeyField
         && partitionKey line &position &key
-        && skip line &position sequenceNumberField
+        && skip line &position sequenceNumberOpen
         && digits line &position &sequence
         && skip line &position arrivalField
         && integerOrNull line &position &arrival
