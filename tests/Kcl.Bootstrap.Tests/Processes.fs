@@ -248,11 +248,16 @@ let toolArgs (s: StandIn) (properties: string) (cache: string) (extra: string li
 
 /// Starts the tool (through `dotnet`), optionally as the leader of a new session and process group (setsid).
 let startTool (ownGroup: bool) (args: string list) =
+    // With the default handling of the signals the tests send: one ignored on entry (SIGINT, when the test runner is a
+    // shell's background job) would be ignored by the tool and the JVM too, and never reach their handlers.
+    let command =
+        [ "env"; "--default-signal=INT,TERM,HUP"; "dotnet" ] @ args
+
     let info =
         if ownGroup then
-            ProcessStartInfo("setsid", "dotnet" :: args)
+            ProcessStartInfo("setsid", command)
         else
-            ProcessStartInfo("dotnet", args)
+            ProcessStartInfo(command.Head, command.Tail)
 
     new Running(info)
 

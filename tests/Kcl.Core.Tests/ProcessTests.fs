@@ -126,8 +126,10 @@ let private waitFor (child: Child) (text: string) =
 [<Fact>]
 let ``SIGINT, SIGTERM and SIGHUP to the process group do not end the child, and closing stdin does`` () =
     task {
-        // setsid gives the child a process group of its own, as a daemon's children share the daemon's.
-        let child = start "setsid" [ testChild ]
+        // setsid gives the child a process group of its own, as a daemon's children share the daemon's. env starts it
+        // with these signals' default handling: a signal ignored on entry (SIGINT, when the test runner is a shell's
+        // background job) never reaches the child's handler, which this test is about.
+        let child = start "setsid" [ "env"; "--default-signal=INT,TERM,HUP"; testChild ]
         let session = transcripts["T20"].Head
         let initialize, rest = List.splitAt 2 session
         do! play initialize child.Process.StandardInput.BaseStream child.Process.StandardOutput
