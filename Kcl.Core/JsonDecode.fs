@@ -58,6 +58,12 @@ let private decodedLength (text: ReadOnlySpan<byte>) =
 
         text.Length / 4 * 3 - padding
 
+/// Decodes padded base64 `text` into `room`, which must be exactly as long as `decodedLength` says; false if invalid.
+let private decodeInto (text: ReadOnlySpan<byte>) (room: Span<byte>) =
+    let mutable consumed = 0
+    let mutable written = 0
+    Base64.DecodeFromUtf8(text, room, &consumed, &written, true) = OperationStatus.Done && written = room.Length
+
 /// The usual payload (one unescaped span, padded) decoded straight into an array of its exact length. The reader's own
 /// TryGetBytesFromBase64 decodes into a rented buffer and then copies: a second pass over every payload. Anything
 /// else (escapes, pieces, whitespace, invalid text) is left to it, so what is accepted does not change.
@@ -68,12 +74,8 @@ let private base64Exactly (text: ReadOnlySpan<byte>) =
         ValueNone
     else
         let bytes = GC.AllocateUninitializedArray<byte> length
-        let mutable consumed = 0
-        let mutable written = 0
 
-        match Base64.DecodeFromUtf8(text, Span bytes, &consumed, &written, true) with
-        | OperationStatus.Done when written = bytes.Length -> ValueSome bytes
-        | _ -> ValueNone
+        if decodeInto text (Span bytes) then ValueSome bytes else ValueNone
 
 let private decodeBase64Exactly (reader: byref<Utf8JsonReader>) =
     if reader.HasValueSequence || reader.ValueIsEscaped then
@@ -324,17 +326,14 @@ type private PayloadBlocks() =
                 else
                     Memory(block, used, length)
 
-            let mutable consumed = 0
-            let mutable written = 0
-
-            match Base64.DecodeFromUtf8(text, room.Span, &consumed, &written, true) with
-            | OperationStatus.Done when written = length ->
+            if decodeInto text room.Span then
                 if not alone then
                     used <- used + length
 
                 data <- Memory.op_Implicit room
                 true
-            | _ -> false
+            else
+                false
 
 /// Steps over a payload's string, or `null`, leaving where its text starts and its length (-1 for null).
 let private payloadText (line: ReadOnlySpan<byte>) (position: byref<int>) (start: byref<int>) (length: byref<int>) =
