@@ -1,6 +1,5 @@
 /// A daemon stand-in that costs next to nothing: it writes pre-encoded lines and, for each line the child writes,
-/// only looks for "checkpoint" or "status" in it. Lock-step, as the real daemon: the next action goes only after the
-/// status of the last.
+/// only looks for "checkpoint" or "status" in it. It feeds the stream in one of two ways (`Feed`).
 module ProcessBench.Driver
 
 open System
@@ -17,10 +16,28 @@ type Child =
         Environment: (string * string) list
     }
 
+/// How the stand-in feeds a workload's batches to the child. Both start the same way: `initialize`, then its status,
+/// which ends the start-up time.
+type Feed =
+    /// As the real daemon: a checkpoint is answered when the child asks, and the next batch goes only after the status
+    /// of the last. Each batch costs four hand-offs between the two processes, paid by every child alike.
+    | LockStep
+    /// The pre-generated stream at once: each batch followed by the reply to its checkpoint, placed where the child
+    /// will read it, written as fast as the pipe takes them. No hand-off per batch, so the daemon side costs nothing
+    /// (issue 6's "pre-generated stream"). Needs a child that checkpoints exactly once per batch and at the shard's
+    /// end, which the run checks.
+    | Streamed
+
+    member this.Name =
+        match this with
+        | LockStep -> "lock-step"
+        | Streamed -> "streamed"
+
 type Measurement =
     {
         Child: string
         Workload: string
+        Feed: Feed
         Records: int
         Seconds: float
         CpuSeconds: float
@@ -30,21 +47,34 @@ type Measurement =
         /// middle batch and of the last: the steady state within one process, without start-up or exit.
         SecondHalfCpuSeconds: float
         SecondHalfRecords: int
+        /// The wall time over the same second half: records/s in the steady state, without the warm-up of a child's
+        /// first batches or its exit.
+        SecondHalfSeconds: float
     }
 
     member this.RecordsPerSecond = float this.Records / this.Seconds
 
-/// The CPU time a child of GNU time has used so far, all its threads, exited ones included (/proc/<pid>/stat, in
-/// clock ticks of 10 ms: about 3% of a 100,000-record half).
-let private childCpuSeconds (timePid: int) =
-    let pid =
-        File.ReadAllText(sprintf "/proc/%d/task/%d/children" timePid timePid).Trim().Split(' ')[0]
+    member this.SecondHalfRecordsPerSecond =
+        float this.SecondHalfRecords / this.SecondHalfSeconds
 
-    let stat = File.ReadAllText(sprintf "/proc/%s/stat" pid)
-    // The fields after the command's closing parenthesis start at the third, the state; utime and stime are the 14th
-    // and 15th.
-    let fields = stat.Substring(stat.LastIndexOf ')' + 2).Split ' '
-    (float fields[11] + float fields[12]) / 100.0
+/// The CPU time a child of GNU time has used so far, all its threads, exited ones included (/proc/<pid>/stat, in
+/// clock ticks of 10 ms: about 3% of a 100,000-record half); NaN once the child has exited, which a streamed child
+/// may do before its last status is read.
+let private childCpuSeconds (timePid: int) =
+    try
+        let pid =
+            File.ReadAllText(sprintf "/proc/%d/task/%d/children" timePid timePid).Trim()
+
+        if pid = "" then
+            nan
+        else
+            let stat = File.ReadAllText(sprintf "/proc/%s/stat" (pid.Split(' ')[0]))
+            // The fields after the command's closing parenthesis start at the third, the state; utime and stime are
+            // the 14th and 15th.
+            let fields = stat.Substring(stat.LastIndexOf ')' + 2).Split ' '
+            (float fields[11] + float fields[12]) / 100.0
+    with :? IOException ->
+        nan
 
 let private statusWord = ReadOnlyMemory<byte>("\"status\""B)
 let private checkpointWord = ReadOnlyMemory<byte>("\"checkpoint\""B)
@@ -93,8 +123,25 @@ let private untilStatus (lines: Lines) (stdin: Stream) (reply: byte[]) =
             stdin.Write reply
             stdin.Flush()
 
+/// Counts the child's checkpoints and statuses until `statuses` statuses have come; `atStatus` is called with each
+/// status's number, from 1.
+let private countUntil (lines: Lines) (statuses: int) (atStatus: int -> unit) =
+    let mutable seen = 0
+    let mutable checkpoints = 0
+
+    while seen < statuses do
+        let line = lines.Next().Span
+
+        if contains line statusWord then
+            seen <- seen + 1
+            atStatus seen
+        elif contains line checkpointWord then
+            checkpoints <- checkpoints + 1
+
+    checkpoints
+
 /// Runs one child over the workload under GNU time, which reports its CPU time and peak RSS.
-let run (child: Child) (workload: Workload) =
+let run (feed: Feed) (child: Child) (workload: Workload) =
     let timeFile = Path.GetTempFileName()
 
     let info =
@@ -112,8 +159,22 @@ let run (child: Child) (workload: Workload) =
 
     let clock = Stopwatch.StartNew()
     use proc = Process.Start info
-    proc.ErrorDataReceived.Add ignore
-    proc.BeginErrorReadLine()
+    // Drained and dropped on a thread of its own, with no line splitting: the samples log a line per batch, and
+    // reading those as lines cost the stand-in more CPU than all the rest of its work.
+    Threading.Thread(
+        (fun () ->
+            let stderr = proc.StandardError.BaseStream
+            let buffer = Array.zeroCreate<byte> 65536
+
+            try
+                while stderr.Read(buffer, 0, buffer.Length) > 0 do
+                    ()
+            with :? IOException ->
+                ()),
+        IsBackground = true
+    )
+        .Start()
+
     let stdin = proc.StandardInput.BaseStream
     let lines = Lines proc.StandardOutput.BaseStream
     stdin.Write workload.Initialize
@@ -122,24 +183,77 @@ let run (child: Child) (workload: Workload) =
     let startup = clock.Elapsed.TotalMilliseconds
     let steady = Stopwatch.StartNew()
 
-    let middle = workload.Batches.Length / 2
+    let batches = workload.Batches.Length
+    let middle = batches / 2
     let mutable cpuAtMiddle = 0.0
+    let mutable secondHalfCpu = 0.0
+    let mutable timeAtMiddle = TimeSpan.Zero
+    let mutable secondHalf = TimeSpan.Zero
 
-    for index, batch in Array.indexed workload.Batches do
-        if index = middle then
-            cpuAtMiddle <- childCpuSeconds proc.Id
+    match feed with
+    | LockStep ->
+        for index, batch in Array.indexed workload.Batches do
+            if index = middle then
+                timeAtMiddle <- steady.Elapsed
+                cpuAtMiddle <- childCpuSeconds proc.Id
 
-        stdin.Write batch
+            stdin.Write batch
+            stdin.Flush()
+            untilStatus lines stdin workload.Reply
+
+        secondHalf <- steady.Elapsed - timeAtMiddle
+        secondHalfCpu <- childCpuSeconds proc.Id - cpuAtMiddle
+        stdin.Write workload.ShardEnded
         stdin.Flush()
         untilStatus lines stdin workload.Reply
+        stdin.Close()
+    | Streamed ->
+        if middle = 0 then
+            cpuAtMiddle <- childCpuSeconds proc.Id
 
-    let secondHalfCpu = childCpuSeconds proc.Id - cpuAtMiddle
-    stdin.Write workload.ShardEnded
-    stdin.Flush()
-    untilStatus lines stdin workload.Reply
-    stdin.Close()
+        // Written on a thread of its own while this one reads what the child writes, so that neither waits on the
+        // other: a child blocked on a full stdout is drained while its stdin is still being filled.
+        let writer =
+            Threading.Thread(fun () ->
+                try
+                    for batch in workload.Batches do
+                        stdin.Write batch
+                        stdin.Write workload.Reply
+
+                    stdin.Write workload.ShardEnded
+                    stdin.Write workload.Reply
+                    stdin.Close()
+                with :? IOException ->
+                    // The child is gone; the count of its statuses below says so.
+                    ())
+
+        writer.Start()
+
+        // The statuses for the batches, then for shardEnded; the CPU time is read at the same points as lock-step.
+        let checkpoints =
+            try
+                countUntil lines (batches + 1) (fun seen ->
+                    if seen = middle && middle > 0 then
+                        timeAtMiddle <- steady.Elapsed
+                        cpuAtMiddle <- childCpuSeconds proc.Id
+                    elif seen = batches then
+                        secondHalf <- steady.Elapsed - timeAtMiddle
+                        secondHalfCpu <- childCpuSeconds proc.Id - cpuAtMiddle)
+            finally
+                writer.Join()
+
+        if checkpoints <> batches + 1 then
+            failwithf
+                "%s checkpointed %d times over %d batches and the shard's end; the streamed feed places one reply each"
+                child.Name
+                checkpoints
+                batches
+
     proc.WaitForExit()
     let seconds = steady.Elapsed.TotalSeconds
+
+    if proc.ExitCode <> 0 then
+        failwithf "%s exited with %d on %s" child.Name proc.ExitCode workload.Name
 
     let fields = (File.ReadAllLines timeFile |> Array.last).Split ' '
     File.Delete timeFile
@@ -147,6 +261,7 @@ let run (child: Child) (workload: Workload) =
     {
         Child = child.Name
         Workload = workload.Name
+        Feed = feed
         Records = workload.Records
         Seconds = seconds
         CpuSeconds = float fields[0] + float fields[1]
@@ -154,6 +269,7 @@ let run (child: Child) (workload: Workload) =
         StartupMs = startup
         SecondHalfCpuSeconds = secondHalfCpu
         SecondHalfRecords = workload.Records - middle * workload.BatchSize
+        SecondHalfSeconds = secondHalf.TotalSeconds
     }
 
 /// One run of a child under kcl-local, as its JSON summary reports it.

@@ -51,6 +51,11 @@ let main argv =
         | "" -> true
         | names -> names.Split ',' |> Array.contains name
 
+    // Both by default: streamed is issue 6's pre-generated stream, lock-step is how the real daemon drives a child.
+    let feeds =
+        [ LockStep; Streamed ]
+        |> List.filter (fun feed -> keep "--only-feeds" feed.Name)
+
     let published name =
         { Name = name; File = Path.Combine(root, "artifacts", name); Arguments = []; Environment = [] }
 
@@ -111,7 +116,9 @@ let main argv =
             if not localOnly then
                 create "1 KiB x 500 (2x)" 1024 500 (count 200_000)
                 create "1 KiB x 10000" 1024 10_000 (count 100_000)
-                create "100 B x 500" 100 500 (count 200_000)
+                // The same 100 MB of payload as the first stream: at 200,000 records a run lasted about 0.25 s,
+                // mostly the child's warm-up (bench/README.md, "Eighth round").
+                create "100 B x 500" 100 500 (count 1_000_000)
         ]
         |> List.filter (fun workload -> keep "--only-workloads" workload.Name)
 
@@ -125,12 +132,17 @@ let main argv =
         [
             for run in 1..runs do
                 for workload in workloads do
-                    for child in children do
-                        eprintfn "run %d: %s, %s" run child.Name workload.Name
-                        let measured = Driver.run child workload
-                        // Each run's figure, so that the spread behind a median can be read from the log.
-                        eprintfn "  %.0f records/s, %.2f s CPU" measured.RecordsPerSecond measured.CpuSeconds
-                        measured
+                    for feed in feeds do
+                        for child in children do
+                            eprintfn "run %d: %s, %s, %s" run child.Name workload.Name feed.Name
+                            let measured = Driver.run feed child workload
+                            // Each run's figure, so that the spread behind a median can be read from the log.
+                            eprintfn
+                                "  %.0f records/s, %.2f s CPU, second half %.0f records/s"
+                                measured.RecordsPerSecond
+                                measured.CpuSeconds
+                                measured.SecondHalfRecordsPerSecond
+                            measured
 
                     if workload.Name = localWorkload.Name then
                         for dll, measurements in localRuns do
@@ -143,11 +155,12 @@ let main argv =
 
     let summary =
         results
-        |> List.groupBy (fun m -> m.Workload, m.Child)
-        |> List.map (fun ((workload, child), ms) ->
-            (workload, child),
+        |> List.groupBy (fun m -> m.Workload, m.Feed, m.Child)
+        |> List.map (fun ((workload, feed, child), ms) ->
+            (workload, feed, child),
             {|
                 RecordsPerSecond = median (ms |> List.map _.RecordsPerSecond)
+                SteadyRecordsPerSecond = median (ms |> List.map _.SecondHalfRecordsPerSecond)
                 Cpu = median (ms |> List.map _.CpuSeconds)
                 Rss = median (ms |> List.map _.PeakRssMiB)
                 Startup = median (ms |> List.map _.StartupMs)
@@ -158,10 +171,12 @@ let main argv =
             |})
         |> Map.ofList
 
-    let ratio workload child baseline =
-        match Map.tryFind (workload, baseline) summary with
-        | Some b -> sprintf "%.2f" (summary[workload, child].RecordsPerSecond / b.RecordsPerSecond)
+    let ratioOf rate workload feed child baseline =
+        match Map.tryFind (workload, feed, baseline) summary with
+        | Some b -> sprintf "%.2f" (rate summary[workload, feed, child] / rate b)
         | None -> "-"
+
+    let ratio = ratioOf _.RecordsPerSecond
 
     // The bare loop run with the child's runtime settings: the samples' publish turns TieredPGO off.
     let sameSettings (child: string) =
@@ -171,71 +186,79 @@ let main argv =
         else "bare-loop, TieredPGO off"
 
     printfn
-        "| workload | child | records/s | MB/s | CPU µs/record | peak RSS MiB | spawn→initialize ms | ×bare | ×bare, same settings | ×node |"
+        "| workload | feed | child | records/s | MB/s | CPU µs/record | peak RSS MiB | spawn→initialize ms | ×bare | ×bare, same settings | ×node | steady records/s | steady ×node |"
 
-    printfn "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    printfn "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 
-    for workload in workloads do
+    for workload, feed in List.allPairs workloads feeds do
         for child in children do
-            let s = summary[workload.Name, child.Name]
+            let s = summary[workload.Name, feed, child.Name]
 
             printfn
-                "| %s | %s | %.0f | %.1f | %.2f | %.0f | %.0f | %s | %s | %s |"
+                "| %s | %s | %s | %.0f | %.1f | %.2f | %.0f | %.0f | %s | %s | %s | %.0f | %s |"
                 workload.Name
+                feed.Name
                 child.Name
                 s.RecordsPerSecond
                 (s.RecordsPerSecond * float workload.RecordSize / 1e6)
                 (s.Cpu * 1e6 / float s.Records)
                 s.Rss
                 s.Startup
-                (ratio workload.Name child.Name "bare-loop")
-                (ratio workload.Name child.Name (sameSettings child.Name))
-                (ratio workload.Name child.Name "node (aws-kcl)")
+                (ratio workload.Name feed child.Name "bare-loop")
+                (ratio workload.Name feed child.Name (sameSettings child.Name))
+                (ratio workload.Name feed child.Name "node (aws-kcl)")
+                s.SteadyRecordsPerSecond
+                (ratioOf _.SteadyRecordsPerSecond workload.Name feed child.Name "node (aws-kcl)")
 
     // Marginal CPU per record: the 2x stream minus the 1x stream, so start-up cancels out (issue 6's measure). Beside
     // it the same within one process, the CPU of the 2x stream's second half (100,000 records), which is free of
     // the difference between two runs' start-ups.
     if not localOnly then
         printfn ""
-        printfn "| child | marginal CPU µs/record (200k − 100k) | second half of the 200k stream, CPU µs/record |"
-        printfn "|---|---:|---:|"
+        printfn "| feed | child | marginal CPU µs/record (200k − 100k) | second half of the 200k stream, CPU µs/record |"
+        printfn "|---|---|---:|---:|"
 
-        for child in children do
-            match Map.tryFind ("1 KiB x 500", child.Name) summary, Map.tryFind ("1 KiB x 500 (2x)", child.Name) summary with
+        for feed, child in List.allPairs feeds children do
+            match
+                Map.tryFind ("1 KiB x 500", feed, child.Name) summary,
+                Map.tryFind ("1 KiB x 500 (2x)", feed, child.Name) summary
+            with
             | Some one, Some two ->
                 printfn
-                    "| %s | %.2f | %.2f |"
+                    "| %s | %s | %.2f | %.2f |"
+                    feed.Name
                     child.Name
                     ((two.Cpu - one.Cpu) * 1e6 / float (two.Records - one.Records))
                     (two.SecondHalfCpuPerRecord * 1e6)
             | _ -> ()
 
     // Issue 6's local daemon target: the C# sample under kcl-local reaches at least 0.70 of its pre-generated rate.
+    // kcl-local drives the child lock-step, as the daemon does; beside that, the ratio to the streamed feed.
     if not localRuns.IsEmpty then
-        let pregenerated = summary[localWorkload.Name, localChild.Name]
-
         printfn ""
-        printfn "| workload | child | kcl-local | pre-generated records/s | under kcl-local records/s | ratio | paired ratio | kcl-local wall s |"
-        printfn "|---|---|---|---:|---:|---:|---:|---:|"
+        printfn "| workload | child | kcl-local | against | pre-generated records/s | under kcl-local records/s | ratio | paired ratio | kcl-local wall s |"
+        printfn "|---|---|---|---|---:|---:|---:|---:|---:|"
 
-        for dll, measurements in localRuns do
+        for (dll, measurements), feed in List.allPairs localRuns feeds do
+            let pregenerated = summary[localWorkload.Name, feed, localChild.Name]
             let local = median (measurements |> Seq.map _.RecordsPerSecond)
 
             // Each kcl-local run against the pre-generated run of the same round: the load on the machine drifts
             // less within a round than across the whole benchmark.
             let paired =
                 results
-                |> List.filter (fun m -> m.Workload = localWorkload.Name && m.Child = localChild.Name)
+                |> List.filter (fun m -> m.Workload = localWorkload.Name && m.Feed = feed && m.Child = localChild.Name)
                 |> List.map _.RecordsPerSecond
                 |> List.zip (List.ofSeq measurements)
                 |> List.map (fun (l, p) -> l.RecordsPerSecond / p)
                 |> median
 
             printfn
-                "| %s | %s | %s | %.0f | %.0f | %.2f | %.2f | %.1f |"
+                "| %s | %s | %s | %s | %.0f | %.0f | %.2f | %.2f | %.1f |"
                 localWorkload.Name
                 localChild.Name
                 (if localRuns.Length = 1 then "kcl-local" else dll)
+                feed.Name
                 pregenerated.RecordsPerSecond
                 local
                 (local / pregenerated.RecordsPerSecond)
@@ -250,7 +273,7 @@ let main argv =
         let lineMiB = float long.Batches[0].Length / 1048576.0
 
         let peak (child: Child) (workload: Workload) =
-            median [ for _ in 1..runs -> (Driver.run child workload).PeakRssMiB ]
+            median [ for _ in 1..runs -> (Driver.run LockStep child workload).PeakRssMiB ]
 
         printfn ""
         printfn "| child | idle peak RSS MiB | with one %.1f MiB line | growth MiB | growth / line |" lineMiB
