@@ -190,26 +190,33 @@ let run (feed: Feed) (child: Child) (workload: Workload) =
     let mutable timeAtMiddle = TimeSpan.Zero
     let mutable secondHalf = TimeSpan.Zero
 
+    // The second half runs from the middle batch's start to the last batch's status, whichever the feed.
+    let markMiddle () =
+        timeAtMiddle <- steady.Elapsed
+        cpuAtMiddle <- childCpuSeconds proc.Id
+
+    let markEnd () =
+        secondHalf <- steady.Elapsed - timeAtMiddle
+        secondHalfCpu <- childCpuSeconds proc.Id - cpuAtMiddle
+
     match feed with
     | LockStep ->
         for index, batch in Array.indexed workload.Batches do
             if index = middle then
-                timeAtMiddle <- steady.Elapsed
-                cpuAtMiddle <- childCpuSeconds proc.Id
+                markMiddle ()
 
             stdin.Write batch
             stdin.Flush()
             untilStatus lines stdin workload.Reply
 
-        secondHalf <- steady.Elapsed - timeAtMiddle
-        secondHalfCpu <- childCpuSeconds proc.Id - cpuAtMiddle
+        markEnd ()
         stdin.Write workload.ShardEnded
         stdin.Flush()
         untilStatus lines stdin workload.Reply
         stdin.Close()
     | Streamed ->
         if middle = 0 then
-            cpuAtMiddle <- childCpuSeconds proc.Id
+            markMiddle ()
 
         // Written on a thread of its own while this one reads what the child writes, so that neither waits on the
         // other: a child blocked on a full stdout is drained while its stdin is still being filled.
@@ -233,12 +240,8 @@ let run (feed: Feed) (child: Child) (workload: Workload) =
         let checkpoints =
             try
                 countUntil lines (batches + 1) (fun seen ->
-                    if seen = middle && middle > 0 then
-                        timeAtMiddle <- steady.Elapsed
-                        cpuAtMiddle <- childCpuSeconds proc.Id
-                    elif seen = batches then
-                        secondHalf <- steady.Elapsed - timeAtMiddle
-                        secondHalfCpu <- childCpuSeconds proc.Id - cpuAtMiddle)
+                    if seen = middle && middle > 0 then markMiddle ()
+                    elif seen = batches then markEnd ())
             finally
                 writer.Join()
 
