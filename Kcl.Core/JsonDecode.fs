@@ -278,6 +278,10 @@ let private skip (line: ReadOnlySpan<byte>) (position: byref<int>) (expected: by
     else
         false
 
+/// Steps over `null` if the line has it at `position`; most values are not, and their first byte says so.
+let private skipNull (line: ReadOnlySpan<byte>) (position: byref<int>) =
+    position < line.Length && line[position] = byte 'n' && skip line &position nullLiteral
+
 /// The index of the closing quote of the string that opens at `position`, or -1 if it has an escape or no end.
 let private closingQuote (line: ReadOnlySpan<byte>) (position: int) =
     if position >= line.Length || line[position] <> byte '"' then
@@ -337,7 +341,7 @@ type private PayloadBlocks() =
 
 /// Steps over a payload's string, or `null`, leaving where its text starts and its length (-1 for null).
 let private payloadText (line: ReadOnlySpan<byte>) (position: byref<int>) (start: byref<int>) (length: byref<int>) =
-    if skip line &position nullLiteral then
+    if skipNull line &position then
         length <- -1
         true
     else
@@ -351,50 +355,60 @@ let private payloadText (line: ReadOnlySpan<byte>) (position: byref<int>) (start
         else
             false
 
-// JSON forbids control characters in a string; the reader would refuse them, and GetString refuses invalid UTF-8.
+// JSON forbids control characters in a string, and the reader refuses invalid UTF-8: both leave the line to it.
 let private partitionKey (line: ReadOnlySpan<byte>) (position: byref<int>) (key: byref<string>) =
-    if skip line &position nullLiteral then
+    if skipNull line &position then
         key <- ""
         true
     else
         let close = closingQuote line position
         let text = if close > 0 then line.Slice(position + 1, close - position - 1) else ReadOnlySpan.Empty
 
-        if close > 0 && text.IndexOfAnyInRange(0uy, 0x1Fuy) < 0 && Unicode.Utf8.IsValid text then
-            key <- Encoding.UTF8.GetString text
+        // Most keys are ASCII without control characters, one pass to check and a widening to read: UTF8.GetString
+        // would check the text as UTF-8 a second time.
+        let decoded =
+            if close <= 0 then null
+            elif not (text.ContainsAnyExceptInRange(0x20uy, 0x7Fuy)) then Encoding.Latin1.GetString text
+            elif text.IndexOfAnyInRange(0uy, 0x1Fuy) < 0 && Unicode.Utf8.IsValid text then Encoding.UTF8.GetString text
+            else null
+
+        if isNull decoded then
+            false
+        else
+            key <- decoded
             position <- close + 1
             true
-        else
-            false
 
-// Just after the opening quote, which `sequenceNumberOpen` includes.
+// Just after the opening quote, which `sequenceNumberOpen` includes. One pass finds the end and checks the digits.
 let private digits (line: ReadOnlySpan<byte>) (position: byref<int>) (sequence: byref<SequenceNumber>) =
-    let length = line.Slice(position).IndexOf(byte '"')
+    let rest = line.Slice position
+    let length = rest.IndexOfAnyExceptInRange(byte '0', byte '9')
 
-    length > 0
-    && match SequenceNumber.tryOfUtf8Digits (line.Slice(position, length)) with
-       | ValueSome parsed ->
-           sequence <- parsed
-           position <- position + length + 1
-           true
-       | ValueNone -> false
+    if length > 0 && rest[length] = byte '"' then
+        sequence <- SequenceNumber.ofCheckedDigits (rest.Slice(0, length))
+        position <- position + length + 1
+        true
+    else
+        false
 
 /// `null`, or an integer as JSON spells one (`-`, then `0` or digits not led by `0`) that fits an Int64, followed by
 /// the end of its object, array or member.
 let private integerOrNull (line: ReadOnlySpan<byte>) (position: byref<int>) (value: byref<int64 voption>) =
-    if skip line &position nullLiteral then
+    if skipNull line &position then
         value <- ValueNone
         true
     else
         let rest = line.Slice position
         let first = if rest.Length > 0 && rest[0] = byte '-' then 1 else 0
         let mutable after = first
+        // Exact for up to 18 digits; past that the parser checks for overflow.
+        let mutable number = 0L
 
         while after < rest.Length && rest[after] >= byte '0' && rest[after] <= byte '9' do
+            number <- number * 10L + int64 (rest[after] - byte '0')
             after <- after + 1
 
         let count = after - first
-        let mutable number = 0L
         let mutable consumed = 0
 
         if
@@ -402,10 +416,9 @@ let private integerOrNull (line: ReadOnlySpan<byte>) (position: byref<int>) (val
             && not (count > 1 && rest[first] = byte '0')
             && after < rest.Length
             && (rest[after] = byte ',' || rest[after] = byte '}' || rest[after] = byte ']')
-            && Utf8Parser.TryParse(rest.Slice(0, after), &number, &consumed)
-            && consumed = after
+            && (count <= 18 || (Utf8Parser.TryParse(rest.Slice(0, after), &number, &consumed) && consumed = after))
         then
-            value <- ValueSome number
+            value <- ValueSome(if count <= 18 && first = 1 then -number else number)
             position <- position + after
             true
         else

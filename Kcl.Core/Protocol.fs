@@ -40,28 +40,136 @@ type Sentinel =
         | AtTimestamp -> "AT_TIMESTAMP"
         | ShardEnd -> "SHARD_END"
 
+/// Up to 64 ASCII digits as 4-bit nibbles, sixteen to a word, digit i at nibble i % 16 of word i / 16.
+module internal DigitNibbles =
+    [<Literal>]
+    let Nibbles = 0x0F0F0F0F0F0F0F0FUL
+
+    /// Eight ASCII digits, the first in the lowest byte, as eight nibbles in the low 32 bits.
+    let inline packEight (ascii: uint64) =
+        let pairs = (ascii &&& Nibbles) ||| ((ascii &&& Nibbles) >>> 4)
+        let quads = (pairs &&& 0x00FF00FF00FF00FFUL) ||| ((pairs &&& 0x00FF00FF00FF00FFUL) >>> 8)
+        let eights = (quads &&& 0x0000FFFF0000FFFFUL) ||| ((quads &&& 0x0000FFFF0000FFFFUL) >>> 16)
+        eights &&& 0xFFFFFFFFUL
+
+    /// The `chunk`-th eight digits, zero bytes past the end.
+    let inline chunkAt (digits: ReadOnlySpan<byte>) (chunk: int) =
+        let start = 8 * chunk
+
+        if start + 8 <= digits.Length then
+            Buffers.Binary.BinaryPrimitives.ReadUInt64LittleEndian(digits.Slice start)
+        else
+            let mutable ascii = 0UL
+
+            for i in start .. digits.Length - 1 do
+                ascii <- ascii ||| (uint64 digits[i] <<< (8 * (i - start)))
+
+            ascii
+
+    /// The `index`-th word of sixteen digits; nibbles past the end are 0.
+    let inline word (digits: ReadOnlySpan<byte>) (index: int) =
+        packEight (chunkAt digits (2 * index)) ||| (packEight (chunkAt digits (2 * index + 1)) <<< 32)
+
+    /// The digit at `index` of the four words.
+    let digitAt (word0: uint64) (word1: uint64) (word2: uint64) (word3: uint64) (index: int) =
+        let word =
+            match index / 16 with
+            | 0 -> word0
+            | 1 -> word1
+            | 2 -> word2
+            | _ -> word3
+
+        char (int '0' + int ((word >>> (4 * (index % 16))) &&& 0xFUL))
+
 /// A Kinesis sequence number: a non-empty string of ASCII digits of any length (real ones have 56 or more), or a
 /// sentinel. It is never an integer: 56 digits do not fit in one.
-[<NoComparison>]
-type SequenceNumber =
-    private
-    | SequenceNumber of string
+[<Sealed>]
+type SequenceNumber
+    private (digits0: uint64, digits1: uint64, digits2: uint64, digits3: uint64, digitCount: int, text: string) =
+    // A batch decodes one per record. Up to 64 digits are kept as nibbles (DigitNibbles): one object of 64 bytes
+    // instead of an object and a 56-character string (160 bytes). The text is made when first asked for, and kept.
+    // Longer numbers and sentinels are kept as text (digitCount = 0).
+    let mutable text = text
+
+    /// The most digits kept as nibbles.
+    static member internal MaxPacked = 64
+
+    /// Digits (1 to MaxPacked, already checked), as nibbles; `text` is the same digits as a string, or null.
+    static member internal Pack(digits: ReadOnlySpan<byte>, text: string) =
+        SequenceNumber(
+            DigitNibbles.word digits 0,
+            DigitNibbles.word digits 1,
+            DigitNibbles.word digits 2,
+            DigitNibbles.word digits 3,
+            digits.Length,
+            text
+        )
+
+    /// A sentinel's name, or digits too many to pack, kept as text.
+    static member internal OfText(text: string) = SequenceNumber(0UL, 0UL, 0UL, 0UL, 0, text)
+
+    member private _.Digits0 = digits0
+    member private _.Digits1 = digits1
+    member private _.Digits2 = digits2
+    member private _.Digits3 = digits3
+    member private _.DigitCount = digitCount
+    member private _.Text = text
+
+    member private _.DigitAt(index: int) =
+        DigitNibbles.digitAt digits0 digits1 digits2 digits3 index
+
+    static member private WriteDigits =
+        Buffers.SpanAction<char, SequenceNumber>(fun chars number ->
+            for i in 0 .. chars.Length - 1 do
+                chars[i] <- number.DigitAt i)
 
     /// The sequence number as the wire carries it: digits, or a sentinel's name.
     member this.Value =
-        let (SequenceNumber text) = this
+        if isNull text then
+            // Two threads may both make it; either string is the same.
+            text <- String.Create(digitCount, this, SequenceNumber.WriteDigits)
+
         text
 
     /// The sentinel this stands for, if it is one.
-    member this.Sentinel =
-        match this.Value with
-        | "TRIM_HORIZON" -> Some Sentinel.TrimHorizon
-        | "LATEST" -> Some Sentinel.Latest
-        | "AT_TIMESTAMP" -> Some Sentinel.AtTimestamp
-        | "SHARD_END" -> Some Sentinel.ShardEnd
-        | _ -> None
+    member _.Sentinel =
+        if digitCount > 0 then
+            None
+        else
+            match text with
+            | "TRIM_HORIZON" -> Some Sentinel.TrimHorizon
+            | "LATEST" -> Some Sentinel.Latest
+            | "AT_TIMESTAMP" -> Some Sentinel.AtTimestamp
+            | "SHARD_END" -> Some Sentinel.ShardEnd
+            | _ -> None
+
+    /// True when both are the same digits, or the same sentinel.
+    member _.Equals(other: SequenceNumber) =
+        not (isNull (box other))
+        && digitCount = other.DigitCount
+        && (if digitCount > 0 then
+                digits0 = other.Digits0
+                && digits1 = other.Digits1
+                && digits2 = other.Digits2
+                && digits3 = other.Digits3
+            else
+                String.Equals(text, other.Text))
+
+    override this.Equals(other: obj) =
+        match other with
+        | :? SequenceNumber as other -> this.Equals other
+        | _ -> false
+
+    override _.GetHashCode() =
+        if digitCount > 0 then
+            HashCode.Combine(digits0, digits1, digits2, digits3, digitCount)
+        else
+            text.GetHashCode()
 
     override this.ToString() = this.Value
+
+    interface IEquatable<SequenceNumber> with
+        member this.Equals(other: SequenceNumber) = this.Equals other
 
 /// Building and reading sequence numbers.
 [<RequireQualifiedAccess>]
@@ -71,26 +179,36 @@ module SequenceNumber =
     let private isDigits (text: string) =
         text.Length > 0 && not (text.AsSpan().ContainsAnyExceptInRange('0', '9'))
 
-    /// A sequence number straight from a JSON string's UTF-8 bytes when they are all digits, without an intermediate
-    /// string to check; ValueNone otherwise (a sentinel, an escape, or not a sequence number), for the general path.
-    let internal tryOfUtf8Digits (utf8: ReadOnlySpan<byte>) =
-        if utf8.Length > 0 && not (utf8.ContainsAnyExceptInRange((byte '0'), (byte '9'))) then
-            ValueSome(SequenceNumber(Text.Encoding.ASCII.GetString utf8))
+    /// A sequence number from UTF-8 bytes the caller has found to be one or more ASCII digits.
+    let internal ofCheckedDigits (utf8: ReadOnlySpan<byte>) =
+        if utf8.Length <= SequenceNumber.MaxPacked then
+            SequenceNumber.Pack(utf8, null)
         else
+            SequenceNumber.OfText(Text.Encoding.ASCII.GetString utf8)
+
+    /// A sequence number straight from a JSON string's UTF-8 bytes when they are all digits, without an intermediate
+    /// string; ValueNone otherwise (a sentinel, an escape, or not a sequence number), for the general path.
+    let internal tryOfUtf8Digits (utf8: ReadOnlySpan<byte>) =
+        if utf8.Length = 0 || utf8.ContainsAnyExceptInRange((byte '0'), (byte '9')) then
             ValueNone
+        else
+            ValueSome(ofCheckedDigits utf8)
 
     /// Parses digits or a sentinel's name; anything else is an error that says what is wrong.
     let tryParse (text: string) : Result<SequenceNumber, string> =
         if isNull text then
             Error "a sequence number cannot be null"
         elif isDigits text then
-            Ok(SequenceNumber text)
+            if text.Length <= SequenceNumber.MaxPacked then
+                Ok(SequenceNumber.Pack(ReadOnlySpan(Text.Encoding.ASCII.GetBytes text), text))
+            else
+                Ok(SequenceNumber.OfText text)
         else
             match text with
             | "TRIM_HORIZON"
             | "LATEST"
             | "AT_TIMESTAMP"
-            | "SHARD_END" -> Ok(SequenceNumber text)
+            | "SHARD_END" -> Ok(SequenceNumber.OfText text)
             | "" -> Error "a sequence number cannot be empty"
             | _ ->
                 let shown = if text.Length > 80 then text.Substring(0, 80) + "…" else text
@@ -102,7 +220,7 @@ module SequenceNumber =
                 )
 
     /// The sequence number for a sentinel.
-    let ofSentinel (sentinel: Sentinel) = SequenceNumber sentinel.WireName
+    let ofSentinel (sentinel: Sentinel) = SequenceNumber.OfText sentinel.WireName
 
     /// Parses digits or a sentinel's name, throwing `ArgumentException` naming the problem otherwise.
     let parse (text: string) =

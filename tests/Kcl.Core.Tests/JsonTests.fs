@@ -240,6 +240,57 @@ let ``payloads, long digit strings and Unicode partition keys arrive exactly as 
     |> check 300
 
 [<Fact>]
+let ``two sequence numbers are equal exactly when their digits are, however each was made`` () =
+    // Up to 64 digits are packed as nibbles, longer ones kept as text: lengths around both edges, and leading zeros,
+    // which a nibble of 0 must not hide.
+    let digits =
+        gen {
+            let! length = Gen.oneof [ Gen.choose (1, 20); Gen.choose (55, 70); Gen.choose (1, 130) ]
+            let! leadingZeros = Gen.choose (0, 3)
+            let! rest = Gen.arrayOfLength length (Gen.elements [ '0' .. '9' ])
+            return String('0', leadingZeros) + String rest
+        }
+
+    let ofUtf8 (text: string) =
+        match decodeBytes (encodeUtf8 (DaemonMessage.ProcessRecords([| record [||] "k" text 0L None |], None))) with
+        | Ok(DaemonMessage.ProcessRecords([| received |], None)) -> received.SequenceNumber
+        | other -> failwithf "%A" other
+
+    // b is often a itself, or a near miss: one digit changed, or one more leading zero.
+    let pair =
+        gen {
+            let! a = digits
+            let! position = Gen.choose (0, a.Length - 1)
+            let changed = a.Remove(position, 1).Insert(position, string (char ((int a[position] - 47) % 10 + 48)))
+
+            let! b =
+                Gen.frequency
+                    [
+                        2, Gen.constant a
+                        2, Gen.constant changed
+                        1, Gen.constant ("0" + a)
+                        2, digits
+                        1, Gen.elements sentinelNames
+                    ]
+
+            return a, b
+        }
+
+    Prop.forAll (Arb.fromGen pair) (fun (a, b) ->
+        let parsedA, decodedA, parsedB = seqNo a, ofUtf8 a, seqNo b
+
+        parsedA.Value = a
+        && decodedA.Value = a
+        && decodedA.ToString() = a
+        && parsedA = decodedA
+        && parsedA.GetHashCode() = decodedA.GetHashCode()
+        && (parsedA = parsedB) = (a = b)
+        && (decodedA = parsedB) = (a = b)
+        && decodedA.Sentinel.IsNone
+        && parsedB.Value = b)
+    |> check 1000
+
+[<Fact>]
 let ``a POSIX-locale daemon's line decodes to the message with each non-ASCII code point replaced`` () =
     let replaced (text: string) =
         text.EnumerateRunes()
@@ -1013,6 +1064,18 @@ let ``numbers JSON forbids, text it refuses and arrival times out of range leave
     Assert.True((JsonDecode.tryDecodeDaemonLayout (ReadOnlySpan(line "1700000000123" "0" "0"))).IsSome)
     Assert.True((JsonDecode.tryDecodeDaemonLayout (ReadOnlySpan(line "null" "null" "null"))).IsSome)
     Assert.True((JsonDecode.tryDecodeDaemonLayout (ReadOnlySpan(line "-0" "-5" "-0"))).IsSome)
+
+    // Up to 18 digits are summed as they are read; from 19 on, the parser checks the range.
+    for edge in [ "999999999999999999"; "-999999999999999999"; "1000000000000000000"; "9223372036854775807"
+                  "-9223372036854775808"; "-1000000000000000000" ] do
+        let bytes = line "1" edge edge
+
+        match JsonDecode.tryDecodeDaemonLayout (ReadOnlySpan bytes) with
+        | ValueSome(DaemonMessage.ProcessRecords([| decoded |], Some behind) as message) ->
+            Assert.Equal(Int64.Parse edge, decoded.SubSequenceNumber)
+            Assert.Equal(Int64.Parse edge, behind)
+            Assert.Equal(readerOnly bytes, Ok message)
+        | other -> failwithf "%s: %A" edge other
 
     let outsideTheLayout (bytes: byte[]) =
         Assert.True((JsonDecode.tryDecodeDaemonLayout (ReadOnlySpan bytes)).IsNone, Encoding.UTF8.GetString bytes)
