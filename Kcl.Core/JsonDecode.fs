@@ -339,6 +339,21 @@ type private PayloadBlocks() =
             else
                 false
 
+/// A batch's arrival times: records that Kinesis received in the same millisecond, as those of one PutRecords call or
+/// one KPL aggregate are, share one `Some`.
+[<Sealed>]
+type private ArrivalTimes() =
+    let mutable lastMillis = 0L
+    let mutable last: DateTimeOffset option = None
+
+    /// The arrival time `millis` after the epoch, already checked to be in DateTimeOffset's range.
+    member _.Of(millis: int64) =
+        if last.IsNone || millis <> lastMillis then
+            lastMillis <- millis
+            last <- Some(DateTimeOffset.FromUnixTimeMilliseconds millis)
+
+        last
+
 /// Steps over a payload's string, or `null`, leaving where its text starts and its length (-1 for null).
 let private payloadText (line: ReadOnlySpan<byte>) (position: byref<int>) (start: byref<int>) (length: byref<int>) =
     if skipNull line &position then
@@ -427,6 +442,7 @@ let private integerOrNull (line: ReadOnlySpan<byte>) (position: byref<int>) (val
 /// The record that starts at `position`. `tail` is how much of the line follows `line`.
 let private layoutRecord
     (blocks: PayloadBlocks)
+    (arrivals: ArrivalTimes)
     (tail: int64)
     (line: ReadOnlySpan<byte>)
     (position: byref<int>)
@@ -467,11 +483,7 @@ let private layoutRecord
                 PartitionKey = key
                 SequenceNumber = sequence
                 SubSequenceNumber = subSequence |> ValueOption.defaultValue 0L
-                ApproximateArrivalTimestamp =
-                    if arrival.IsSome then
-                        Some(DateTimeOffset.FromUnixTimeMilliseconds arrival.Value)
-                    else
-                        None
+                ApproximateArrivalTimestamp = if arrival.IsSome then arrivals.Of arrival.Value else None
             }
     else
         ValueNone
@@ -521,13 +533,14 @@ let tryDecodeDaemonLayout (line: ReadOnlySpan<byte>) : DaemonMessage voption =
     else
         let records = BatchRecords()
         let blocks = PayloadBlocks()
+        let arrivals = ArrivalTimes()
         let mutable inLayout = true
         let mutable more = position < line.Length && line[position] <> byte ']'
 
         while more do
             let start = position
 
-            match layoutRecord blocks 0L line &position with
+            match layoutRecord blocks arrivals 0L line &position with
             | ValueSome record ->
                 records.Add(record, position - start, int64 (line.Length - position))
 
@@ -554,6 +567,7 @@ let tryDecodeDaemonLayoutInPieces (line: ReadOnlySequence<byte>) : DaemonMessage
     else
         let records = BatchRecords()
         let blocks = PayloadBlocks()
+        let arrivals = ArrivalTimes()
         let mutable inLayout = true
         let mutable more = not (reader.IsNext(byte ']', false))
 
@@ -563,7 +577,7 @@ let tryDecodeDaemonLayoutInPieces (line: ReadOnlySequence<byte>) : DaemonMessage
 
             // No field of a record in the layout can hold `recordEnd`, so its first occurrence ends the record: one
             // read here where the record lies whole, or a copy of the one record that crosses into the next piece.
-            match layoutRecord blocks (reader.Remaining - int64 piece.Length) piece &position with
+            match layoutRecord blocks arrivals (reader.Remaining - int64 piece.Length) piece &position with
             | ValueSome parsed ->
                 reader.Advance(int64 position)
                 records.Add(parsed, position, reader.Remaining)
@@ -576,7 +590,7 @@ let tryDecodeDaemonLayoutInPieces (line: ReadOnlySequence<byte>) : DaemonMessage
                     let record = inOneSpan (line.Slice(start, reader.Position))
                     position <- 0
 
-                    match layoutRecord blocks reader.Remaining record &position with
+                    match layoutRecord blocks arrivals reader.Remaining record &position with
                     | ValueSome parsed when position = record.Length ->
                         records.Add(parsed, position, reader.Remaining)
                         more <- reader.IsNext(byte ',', true)

@@ -994,6 +994,41 @@ let ``a batch in the daemon's layout is read by hand, to the records the reader 
         && readerOnly bytes = Ok message)
     |> check 300
 
+[<Fact>]
+let ``records that arrived in the same millisecond share their arrival time, and every record keeps its own`` () =
+    // Arrival times in runs, as the records of one PutRecords call or one KPL aggregate have them, and now and then
+    // none.
+    let batch =
+        gen {
+            let time = Gen.frequency [ 5, Gen.map Some (Gen.choose64 (0L, 5L)); 1, Gen.constant None ]
+            let run = Gen.zip time (Gen.choose (1, 4)) |> Gen.map (fun (time, n) -> List.replicate n time)
+            let! times = Gen.listOf run |> Gen.map List.concat
+
+            let records =
+                times
+                |> List.mapi (fun i time ->
+                    record [| byte i |] "k" (A + string i) 0L (time |> Option.bind (fun t -> at (1700000000000L + t))))
+                |> Array.ofList
+
+            return DaemonMessage.ProcessRecords(records, Some 0L)
+        }
+
+    Prop.forAll (Arb.fromGen batch) (fun message ->
+        let bytes = encodeUtf8 message
+
+        match JsonDecode.tryDecodeDaemonLayout (ReadOnlySpan bytes) with
+        | ValueSome(DaemonMessage.ProcessRecords(records, _) as decoded) ->
+            decoded = message
+            && readerOnly bytes = Ok message
+            && records
+               |> Array.pairwise
+               |> Array.forall (fun (a, b) ->
+                   a.ApproximateArrivalTimestamp.IsNone
+                   || a.ApproximateArrivalTimestamp <> b.ApproximateArrivalTimestamp
+                   || obj.ReferenceEquals(a.ApproximateArrivalTimestamp, b.ApproximateArrivalTimestamp))
+        | _ -> false)
+    |> check 300
+
 // Bytes that end a token, start another, or make text JSON or UTF-8 refuses.
 let private disruptive =
     [ " "; "\""; "\\"; "0"; "-"; "."; "e"; ","; "}"; "]"; "="; "\u0001"; "null"; "\\u0041"; "007"; "1.5"; "1e3" ]
