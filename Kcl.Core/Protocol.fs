@@ -91,6 +91,11 @@ type SequenceNumber
     // Longer numbers and sentinels are kept as text (digitCount = 0).
     let mutable text = text
 
+    static let writeDigits =
+        Buffers.SpanAction<char, SequenceNumber>(fun chars number ->
+            for i in 0 .. chars.Length - 1 do
+                chars[i] <- number.DigitAt i)
+
     /// The most digits kept as nibbles.
     static member internal MaxPacked = 64
 
@@ -118,16 +123,12 @@ type SequenceNumber
     member private _.DigitAt(index: int) =
         DigitNibbles.digitAt digits0 digits1 digits2 digits3 index
 
-    static member private WriteDigits =
-        Buffers.SpanAction<char, SequenceNumber>(fun chars number ->
-            for i in 0 .. chars.Length - 1 do
-                chars[i] <- number.DigitAt i)
 
     /// The sequence number as the wire carries it: digits, or a sentinel's name.
     member this.Value =
         if isNull text then
             // Two threads may both make it; either string is the same.
-            text <- String.Create(digitCount, this, SequenceNumber.WriteDigits)
+            text <- String.Create(digitCount, this, writeDigits)
 
         text
 
