@@ -34,19 +34,23 @@ let compareDigits (a: string) (b: string) =
     else
         sign (a.SequenceCompareTo b)
 
-/// `ExtendedSequenceNumber.compareTo`: negative, zero or positive.
-let compareExtended (a: ExtendedSequenceNumber) (b: ExtendedSequenceNumber) =
-    let rankA = rank a.SequenceNumber.Value
-    let rankB = rank b.SequenceNumber.Value
+/// `ExtendedSequenceNumber.compareTo` of two positions given by their parts: negative, zero or positive.
+let comparePositions (sequenceA: SequenceNumber) (subA: int64) (sequenceB: SequenceNumber) (subB: int64) =
+    let rankA = rank sequenceA.Value
+    let rankB = rank sequenceB.Value
 
     if rankA <> rankB then
         compare rankA rankB
     elif rankA <> 1 then
         0
     else
-        match compareDigits a.SequenceNumber.Value b.SequenceNumber.Value with
-        | 0 -> compare a.SubSequenceNumber b.SubSequenceNumber
+        match compareDigits sequenceA.Value sequenceB.Value with
+        | 0 -> compare subA subB
         | order -> order
+
+/// `ExtendedSequenceNumber.compareTo`: negative, zero or positive.
+let compareExtended (a: ExtendedSequenceNumber) (b: ExtendedSequenceNumber) =
+    comparePositions a.SequenceNumber a.SubSequenceNumber b.SequenceNumber b.SubSequenceNumber
 
 /// `ExtendedSequenceNumber.equals`: the sequence text exactly (not numerically) and the sub-sequence number.
 let equalsExtended (a: ExtendedSequenceNumber) (b: ExtendedSequenceNumber) =

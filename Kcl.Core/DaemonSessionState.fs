@@ -179,16 +179,33 @@ let opened (session: State) (message: DaemonMessage) kind =
             Largest = checkpoint
         }
     | DaemonMessage.ProcessRecords(records, _), _ ->
-        // ProcessTask.filterAndGetMaxExtendedSequenceNumber: the largest record delivered so far.
+        // ProcessTask.filterAndGetMaxExtendedSequenceNumber: the largest record delivered so far. The batch's first
+        // largest record is found before a position is made: a position per record, folded, took about 40 µs of the
+        // 80 between a child's status and its next batch under kcl-local (bench/README.md, "Local daemon").
         let largest =
-            (session.Largest, records)
-            ||> Array.fold (fun largest record ->
+            if records.Length = 0 then
+                session.Largest
+            else
+                let mutable top = records[0]
+
+                for i in 1 .. records.Length - 1 do
+                    let record = records[i]
+
+                    if
+                        comparePositions
+                            record.SequenceNumber
+                            record.SubSequenceNumber
+                            top.SequenceNumber
+                            top.SubSequenceNumber > 0
+                    then
+                        top <- record
+
                 maxPosition
-                    largest
+                    session.Largest
                     {
-                        SequenceNumber = record.SequenceNumber
-                        SubSequenceNumber = record.SubSequenceNumber
-                    })
+                        SequenceNumber = top.SequenceNumber
+                        SubSequenceNumber = top.SubSequenceNumber
+                    }
 
         { session with
             Largest = largest

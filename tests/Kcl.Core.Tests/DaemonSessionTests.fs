@@ -650,6 +650,34 @@ let ``actions the real daemon would never send are refused with the reason`` () 
     |> ignore
 
 [<Fact>]
+let ``the largest permitted after a batch is the first largest of the last one and the batch's records`` () =
+    // Ties between equal numbers written differently (leading zeros) decide which text the daemon keeps.
+    let sequences = [ "7"; "007"; "12"; "0012"; A; B; "0" + B; C ]
+    let entry = Gen.zip (Gen.elements sequences) (Gen.choose (0, 2) |> Gen.map int64)
+    let cases = Gen.zip (Gen.elements ("TRIM_HORIZON" :: sequences)) (Gen.listOf entry)
+
+    let property =
+        Prop.forAll (Arb.fromGen cases) (fun (start, records) ->
+            let session =
+                fresh
+                |> sendAll [ initialize start 0L ]
+                |> receiveAll [ status "initialize" ]
+                |> sendAll [ batch records ]
+
+            // The daemon's own fold, a position per record, the earlier kept on a tie.
+            let expected =
+                (position start 0L, records)
+                ||> List.fold (fun largest (sequence, sub) ->
+                    let next = position sequence sub
+                    if DaemonRules.compareExtended largest next >= 0 then largest else next)
+
+            let largest = session.LargestPermitted.Value
+            largest.SequenceNumber.Value = expected.SequenceNumber.Value
+            && largest.SubSequenceNumber = expected.SubSequenceNumber)
+
+    Generators.check 500 property
+
+[<Fact>]
 let ``the session tracks the checkpointer's bounds as the daemon sends`` () =
     let session = fresh |> sendAll [ initialize A 3L ]
     Assert.Equal(Some(position A 3L), session.Checkpoint)
