@@ -4,15 +4,45 @@
 *)
 namespace Kcl.Local
 
+#nowarn "9" // a pointer into a pinned array, for vmsplice
+
 open System
 open System.Diagnostics
 open System.IO
 open System.IO.Pipes
 open System.Runtime.InteropServices
+open System.Threading
+open System.Threading.Tasks
+open Microsoft.FSharp.NativeInterop
 
 module private Native =
     [<DllImport("libc", SetLastError = true)>]
     extern int fcntl(int fd, int cmd, int arg)
+
+    /// One piece of memory for vmsplice: `struct iovec`.
+    [<Struct; StructLayout(LayoutKind.Sequential)>]
+    type IoVec =
+        val mutable Base: nativeint
+        val mutable Length: unativeint
+
+    [<DllImport("libc", SetLastError = true)>]
+    extern nativeint vmsplice(int fd, IoVec& iov, unativeint count, uint32 flags)
+
+/// A started child as its driver uses it: its three standard streams and its exit.
+type internal ChildPipes =
+    inherit IDisposable
+    /// Writes to the child's stdin.
+    abstract Stdin: Stream
+    /// Reads the child's stdout.
+    abstract Stdout: Stream
+    /// Reads the child's stderr as text.
+    abstract Stderr: StreamReader
+    /// The exit code, once the child has exited.
+    abstract ExitCode: int option
+    /// Completes when the child has exited, or faults when the token is cancelled.
+    abstract WaitForExitAsync: CancellationToken -> Task
+    /// Ends the child and its descendants at once.
+    abstract Kill: unit -> unit
 
 /// Starting child processes.
 [<RequireQualifiedAccess>]
@@ -48,6 +78,37 @@ module ChildProcess =
             else
                 Threading.Interlocked.Decrement &widePipes.contents |> ignore
         | _ -> ()
+
+    // SPLICE_F_NONBLOCK: take what the pipe has room for now, never wait for the child to read.
+    let private spliceNonBlocking = 2u
+
+    /// Puts the first bytes of the segment into a pipe by reference (Linux `vmsplice`), as many as it has room for
+    /// now, and returns how many: 0 on other systems, for other streams and on any error, leaving the caller to write
+    /// the rest. Copying a 0.7 MB batch into the pipe took about 15% of kcl-local's CPU time in a profile, and it lay
+    /// between a child's status and its next batch. The pipe holds the array's pages, not a copy, until the child has
+    /// read them, so the array must be on the pinned heap and must not change until the child has read past them.
+    let internal splice (stdin: Stream) (bytes: ArraySegment<byte>) : int =
+        match stdin with
+        | :? PipeStream as pipe when OperatingSystem.IsLinux() && bytes.Count > 0 ->
+            use start = fixed &bytes.Array[bytes.Offset]
+            let mutable piece = Native.IoVec()
+            piece.Base <- NativePtr.toNativeInt start
+            piece.Length <- unativeint bytes.Count
+            let fd = int (pipe.SafePipeHandle.DangerousGetHandle())
+            max 0 (int (Native.vmsplice (fd, &piece, 1un, spliceNonBlocking)))
+        | _ -> 0
+
+    /// A started process as its driver uses it.
+    let internal pipes (child: Process) =
+        { new ChildPipes with
+            member _.Stdin = child.StandardInput.BaseStream
+            member _.Stdout = child.StandardOutput.BaseStream
+            member _.Stderr = child.StandardError
+            member _.ExitCode = if child.HasExited then Some child.ExitCode else None
+            member _.WaitForExitAsync token = child.WaitForExitAsync token
+            member _.Kill() = child.Kill true
+            member _.Dispose() = child.Dispose()
+        }
 
     /// The file a program name names, as `ProcessBuilder` finds it: a name with a directory separator is a path
     /// relative to the working directory; a bare name is looked up on PATH. `None` when nothing fits.

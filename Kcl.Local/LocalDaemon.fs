@@ -165,7 +165,7 @@ module LocalDaemon =
         (kill: CancellationToken)
         : Task<Result<Summary, string>> =
         task {
-            Rehearsal.start ()
+            Rehearsal.start settings.Charset
             let config = settings.Config
             let leaseFile = LeaseFile.path settings.StateDir config.ApplicationName
 

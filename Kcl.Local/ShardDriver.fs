@@ -121,7 +121,7 @@ type private Batch =
         Position: int
         Records: Record[]
         Message: DaemonMessage
-        /// The line, in an array the driver reuses once it is written.
+        /// The line, in an array the driver reuses once the child has read past it.
         Line: ArraySegment<byte>
     }
 
@@ -170,9 +170,10 @@ module ShardDriver =
                     ()
         }
 
-    /// Runs one shard to its end. `stop` asks for the graceful shutdown (`shutdownRequested`, then `leaseLost`);
-    /// `kill` ends the child at once, as a daemon that dies would.
-    let run
+    /// Runs one shard to its end with the child `launch` starts. `stop` asks for the graceful shutdown
+    /// (`shutdownRequested`, then `leaseLost`); `kill` ends the child at once, as a daemon that dies would.
+    let internal drive
+        (launch: unit -> Result<ChildPipes, string>)
         (settings: DriverSettings)
         (hooks: DriverHooks)
         (progress: ShardProgress)
@@ -206,7 +207,7 @@ module ShardDriver =
                     ExitCode = exitCode
                 }
 
-            match ChildProcess.start settings.WorkingDirectory settings.Command with
+            match launch () with
             | Error reason ->
                 progress.State <- "failed"
                 return result None (ShardEnding.Failed reason) None 0 0 0L start.Position TimeSpan.Zero
@@ -216,7 +217,7 @@ module ShardDriver =
                 use killed =
                     kill.Register(fun () ->
                         try
-                            child.Kill true
+                            child.Kill()
                         with _ ->
                             ())
 
@@ -226,7 +227,7 @@ module ShardDriver =
                             let mutable line = ""
 
                             while not (isNull line) do
-                                let! next = child.StandardError.ReadLineAsync()
+                                let! next = child.Stderr.ReadLineAsync()
                                 line <- next
 
                                 if not (isNull line) then
@@ -235,8 +236,8 @@ module ShardDriver =
                             ()
                     }
 
-                let stdin = child.StandardInput.BaseStream
-                let reader = LineReader(child.StandardOutput.BaseStream)
+                let stdin = child.Stdin
+                let reader = LineReader child.Stdout
 
                 let options =
                     { SessionOptions.Create(ShardId shardId) with
@@ -258,28 +259,36 @@ module ShardDriver =
                 // A Stopwatch timestamp, 0 until the first batch is written.
                 let mutable streamingSince = 0L
 
-                let exitCode () =
-                    if child.HasExited then Some child.ExitCode else None
+                let exitCode () = child.ExitCode
 
                 let fail failure =
                     session <- DaemonSession.recordDriverFailure failure session
                     playing <- false
 
-                let write (bytes: ReadOnlyMemory<byte>) =
+                let write (bytes: ArraySegment<byte>) =
                     task {
                         try
-                            do! stdin.WriteAsync(bytes)
+                            do! stdin.WriteAsync(ReadOnlyMemory<byte>(bytes.Array, bytes.Offset, bytes.Count))
                             do! stdin.FlushAsync()
                             return true
                         with _ ->
                             return false
                     }
 
+                // A batch's line, spliced into the pipe as far as it has room, the rest written after.
+                let writeBatch (line: ArraySegment<byte>) =
+                    let taken = ChildProcess.splice stdin line
+
+                    if taken = line.Count then
+                        Task.FromResult true
+                    else
+                        write (line.Slice taken)
+
                 let childGone () =
                     task {
                         // The pipe broke or closed: give the process a moment to be reaped, for its exit code.
                         try
-                            do! child.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds 2.0)
+                            do! child.WaitForExitAsync(CancellationToken.None).WaitAsync(TimeSpan.FromSeconds 2.0)
                         with _ ->
                             ()
 
@@ -290,13 +299,13 @@ module ShardDriver =
                             fail (DriverFailure.ChildExited(exitCode ()))
                     }
 
-                let sent result (message: DaemonMessage) line =
+                let sent result (message: DaemonMessage) (writeLine: unit -> Task<bool>) =
                     task {
                         match result with
                         | Ok next ->
                             session <- next
 
-                            let! written = write line
+                            let! written = writeLine ()
 
                             if not written then
                                 do! childGone ()
@@ -306,21 +315,25 @@ module ShardDriver =
 
                 let send message =
                     match DaemonSession.trySend message session with
-                    | Ok(next, line) -> sent (Ok next) message (ReadOnlyMemory line)
-                    | Error reason -> sent (Error reason) message ReadOnlyMemory.Empty
+                    | Ok(next, line) -> sent (Ok next) message (fun () -> write (ArraySegment line))
+                    | Error reason -> sent (Error reason) message (fun () -> Task.FromResult true)
 
-                // The array of the last batch's line, once written: the next batch is encoded into it. A new array for
-                // each line (0.7 MB for 500 records of 1 KiB) was most of what kcl-local allocated; without it the C#
-                // sample ran at about 1.2x the records/s under kcl-local (bench/ProcessBench, 5 runs).
+                // Batches' lines are reused: a new array for each (0.7 MB for 500 records of 1 KiB) was most of what
+                // kcl-local allocated, and the C# sample ran at about 1.2x the records/s under kcl-local without it
+                // (bench/ProcessBench, 5 runs). They are spliced into the child's pipe by reference, so an array is
+                // free only once the child has read past it: when the child answers the batch after it. The driver
+                // writes a batch only after the child has answered the last one, so the array of the batch before
+                // last is free when a batch is written, and the next batch is encoded into it. Three arrays take
+                // turns, on the pinned heap: the pipe holds their pages, which the GC must not move.
+                let spliced = Collections.Generic.Queue<byte[]>()
                 let mutable spare: byte[] = null
 
                 let buffer length =
                     match spare with
-                    | null -> GC.AllocateUninitializedArray<byte> length
-                    | array when array.Length >= length ->
+                    | array when not (isNull array) && array.Length >= length ->
                         spare <- null
                         array
-                    | _ -> GC.AllocateUninitializedArray<byte> length
+                    | _ -> GC.AllocateUninitializedArray<byte>(length, pinned = true)
 
                 let batchOf position (records: Record[]) (remaining: int) =
                     // As a GetRecords response says it: how far behind the newest record the batch is when it is read.
@@ -366,10 +379,12 @@ module ShardDriver =
                         if streamingSince = 0L then
                             streamingSince <- Stopwatch.GetTimestamp()
 
-                        let line = batch.Line
                         let opened = DaemonSession.tryOpen batch.Message session
-                        do! sent opened batch.Message (ReadOnlyMemory(line.Array, line.Offset, line.Count))
-                        spare <- batch.Line.Array
+                        do! sent opened batch.Message (fun () -> writeBatch batch.Line)
+                        spliced.Enqueue batch.Line.Array
+
+                        if spliced.Count > 2 then
+                            spare <- spliced.Dequeue()
 
                         // The bookkeeping waits until the child has the batch, so that it works while the child parses.
                         // The lease table saves in the background anyway, at most every 100 ms.
@@ -411,6 +426,7 @@ module ShardDriver =
                         ->
                         Choice1Of2 batch
                     | _ ->
+                        // Never written, so free at once.
                         early |> Option.iter (fun stale -> spare <- stale.Line.Array)
 
                         match start.Feed.Read(cursor, settings.MaxRecords) with
@@ -481,9 +497,9 @@ module ShardDriver =
                             | _ -> ()
 
                             if outcome.ReplyBytes.Length > 0 then
-                                let! written = write (ReadOnlyMemory outcome.ReplyBytes)
+                                let! replied = write (ArraySegment outcome.ReplyBytes)
 
-                                if not written then
+                                if not replied then
                                     do! childGone ()
                     | Next.SendAction ->
                         // The real daemon reads nothing between actions; a line already written now (a second
@@ -507,7 +523,7 @@ module ShardDriver =
                             do! child.WaitForExitAsync(kill).WaitAsync(settings.ExitLimit)
                             return true
                         with _ ->
-                            return child.HasExited
+                            return child.ExitCode.IsSome
                     }
 
                 let streaming =
@@ -521,7 +537,7 @@ module ShardDriver =
 
                 if not exited then
                     try
-                        child.Kill true
+                        child.Kill()
                     with _ ->
                         ()
 
@@ -558,3 +574,19 @@ module ShardDriver =
 
                 return result (Some session) ending (exitCode ()) delivered redelivered bytes cursor streaming
         }
+
+    /// Runs one shard to its end with a child started from the settings' command. `stop` asks for the graceful
+    /// shutdown (`shutdownRequested`, then `leaseLost`); `kill` ends the child at once, as a daemon that dies would.
+    let run
+        (settings: DriverSettings)
+        (hooks: DriverHooks)
+        (progress: ShardProgress)
+        (start: ShardStart)
+        (stop: CancellationToken)
+        (kill: CancellationToken)
+        : Task<ShardResult> =
+        let launch () =
+            ChildProcess.start settings.WorkingDirectory settings.Command
+            |> Result.map ChildProcess.pipes
+
+        drive launch settings hooks progress start stop kill

@@ -347,14 +347,3 @@ let ``Fault specs read NAME, COUNT and FROM with their defaults`` () =
             "a b"
         ] do
         Assert.True(Result.isError (FaultSpec.parse bad), bad)
-
-[<Fact>]
-let ``The rehearsal goes through a whole session without a finding, as the driver's first session would`` () =
-    let session = Rehearsal.rehearse ()
-
-    Assert.Empty session.Findings
-    Assert.Equal<string list>([ "initialize"; "processRecords"; "shardEnded" ], session.Statuses)
-    Assert.Equal(3, session.Checkpoints.Length)
-    Assert.Equal(2, session.RecordsDelivered)
-    Assert.True session.ShardEndCheckpointed
-    Assert.Equal(Next.CloseStdin, DaemonSession.nextStep session)

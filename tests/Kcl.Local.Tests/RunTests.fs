@@ -105,6 +105,51 @@ let ``A source waiting for data gets empty batches when asked and ends when its 
     }
 
 [<Fact>]
+let ``Every payload arrives intact while batches' lines are spliced into the pipe and their arrays reused`` () =
+    task {
+        // Twelve batches of about 0.7 MB, so each array goes into the pipe four times. The child waits before it
+        // reads each batch, so that an array reused too early would change what it reads.
+        let generator =
+            { GeneratorSettings.Default with
+                Records = 6000
+                PayloadBytes = 1024
+            }
+
+        let digests = Collections.Concurrent.ConcurrentQueue<string>()
+
+        let settings =
+            { settings (config "python3 children/misbehave.py digests" [ "maxRecords = 500" ]) (tempDir ()) 0 1 with
+                Source = Source.Generated generator
+                ChildStderr = fun _ line -> digests.Enqueue line
+            }
+
+        let! summary = runToEnd settings
+        Assert.True(summary.Clean, describe summary)
+
+        let expected =
+            RecordSource.generate generator
+            |> Seq.map (fun record -> Convert.ToHexStringLower(Security.Cryptography.SHA256.HashData record.Data))
+            |> List.ofSeq
+
+        Assert.Equal<string list>(expected, List.ofSeq digests)
+    }
+
+[<Fact>]
+let ``The rehearsal drives a whole shard over real pipes without a finding, as a run's first shard would go`` () =
+    task {
+        let! result = Rehearsal.rehearse Json.DaemonCharset.Utf8
+        let session = result.Session.Value
+
+        Assert.Equal(ShardEnding.ShardEnded, result.Ending)
+        Assert.Equal(Some 0, result.ExitCode)
+        Assert.Empty session.Findings
+        Assert.Equal<string list>([ "initialize"; "processRecords"; "processRecords"; "shardEnded" ], session.Statuses)
+        Assert.Equal(4, result.Delivered)
+        Assert.Equal(4, result.Checkpointed)
+        Assert.True session.ShardEndCheckpointed
+    }
+
+[<Fact>]
 let ``With the JDK 17 charset non-ASCII partition keys arrive as question marks`` () =
     task {
         let dir = tempDir ()

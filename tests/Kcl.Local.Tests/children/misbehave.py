@@ -3,6 +3,8 @@
 
 good                 a correct processor: checkpoints each batch and at shard end
 keys                 a correct processor that writes each record's partition key to stderr
+digests              a correct processor that writes the SHA-256 of each record's payload to stderr, and
+                     waits 20 ms after each batch's status before it reads on
 garbage              answers processRecords with a non-JSON line, then the right status
 extra-key            answers processRecords with a status carrying an extra key, then the right status
 wrong-response       answers processRecords with responseFor "initialize"
@@ -13,6 +15,8 @@ no-exit              ignores stdin EOF (sleeps)
 timeout              never answers processRecords
 slow                 a correct processor that takes 0.3 s over each batch
 """
+import base64
+import hashlib
 import json
 import sys
 import time
@@ -63,6 +67,10 @@ for line in sys.stdin:
             for record in json.loads(line)["records"]:
                 sys.stderr.write(record["partitionKey"] + "\n")
             sys.stderr.flush()
+        if mode == "digests":
+            for record in json.loads(line)["records"]:
+                sys.stderr.write(hashlib.sha256(base64.b64decode(record["data"])).hexdigest() + "\n")
+            sys.stderr.flush()
         if mode == "garbage":
             write("this is not JSON")
         if mode == "extra-key":
@@ -72,6 +80,8 @@ for line in sys.stdin:
             continue
         checkpoint()
         status(action)
+        if mode == "digests":
+            time.sleep(0.02)
     elif action == "shardEnded":
         if mode != "no-shard-end":
             checkpoint()
