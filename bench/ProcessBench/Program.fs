@@ -148,9 +148,14 @@ let main argv =
                         for dll, measurements in localRuns do
                             eprintfn "run %d: %s under %s, %s" run localChild.Name dll workload.Name
 
-                            measurements.Add(
+                            let measured =
                                 Driver.runLocal dll localChild workload.RecordSize workload.BatchSize workload.Records
-                            )
+
+                            eprintfn
+                                "  %.0f records/s, kcl-local wall %.1f s"
+                                measured.RecordsPerSecond
+                                measured.WallSeconds
+                            measurements.Add measured
         ]
 
     let summary =
