@@ -7,6 +7,7 @@
 module Kcl.Local.Shards
 
 open System
+open System.Buffers.Binary
 open System.Globalization
 open System.Numerics
 open System.Security.Cryptography
@@ -33,9 +34,27 @@ let shardOfHashKey (shards: int) (key: BigInteger) : int =
     let width = BigInteger.Divide(hashKeySpace, BigInteger shards)
     int (BigInteger.Min(BigInteger.Divide(key, width), BigInteger(shards - 1)))
 
-/// The 0-based index of the shard a record with this partition key goes to.
+/// `shardOfHashKey` in 128-bit integers, for 2 shards or more.
+let internal shardOfHashKey128 (shards: int) (key: UInt128) : int =
+    let count = UInt128(0UL, uint64 shards)
+    // floor(2^128 / shards), from 2^128 - 1, the largest value a UInt128 holds.
+    let width =
+        if UInt128.MaxValue % count = count - UInt128.One then
+            UInt128.MaxValue / count + UInt128.One
+        else
+            UInt128.MaxValue / count
+
+    int (UInt128.Min(key / width, count - UInt128.One))
+
+/// The 0-based index of the shard a record with this partition key goes to. The same index as `shardOfHashKey` over
+/// `hashKey`, without a BigInteger, and for a single shard without the MD5: this runs once per record of a generated
+/// or piped stream, and the two took about a third of the time a million generated records took to load.
 let shardOf (shards: int) (partitionKey: string) =
-    shardOfHashKey shards (hashKey partitionKey)
+    if shards = 1 then
+        0
+    else
+        let digest = MD5.HashData(Encoding.UTF8.GetBytes partitionKey)
+        shardOfHashKey128 shards (BinaryPrimitives.ReadUInt128BigEndian(ReadOnlySpan digest))
 
 /// The sequence number of the `ordinal`-th (1-based) record of a shard: 56 digits, like real ones, so that every
 /// number of a run has the same length and numeric order is also text order.

@@ -137,6 +137,49 @@ let ``A partition key's hash key is its MD5 read as an unsigned big-endian integ
     Assert.Equal(0, Shards.shardOf 1 "anything")
 
 [<Fact>]
+let ``The 128-bit shard mapping agrees with the BigInteger one, at range boundaries too`` () =
+    let toBig (key: UInt128) =
+        BigInteger.Parse("0" + key.ToString("X"), Globalization.NumberStyles.HexNumber)
+
+    let ofBig (key: BigInteger) =
+        UInt128.Parse(key.ToString("X32").TrimStart('0').PadLeft(1, '0'), Globalization.NumberStyles.HexNumber)
+
+    // Shard counts that divide 2^128 (powers of two) and ones that do not, up to a stream larger than Kinesis's
+    // default quota allows; keys drawn at random and at a range's first key, one below it and one above it.
+    let shardCounts =
+        Gen.oneof [ Gen.choose (2, 70); Gen.choose (1, 13) |> Gen.map (fun p -> 1 <<< p); Gen.choose (2, 10_000) ]
+
+    let gen =
+        gen {
+            let! shards = shardCounts
+            let! bytes = Gen.arrayOfLength 16 (Gen.choose (0, 255) |> Gen.map byte)
+            let! boundary = Gen.choose (0, shards - 1)
+            let! offset = Gen.elements [ -1; 0; 1 ]
+            let! atBoundary = Gen.elements [ true; false ]
+
+            let key =
+                if atBoundary then
+                    let start = (Shards.startingHashKeys shards)[boundary] + BigInteger offset
+                    BigInteger.Max(BigInteger.Zero, BigInteger.Min(start, Shards.hashKeySpace - BigInteger.One))
+                else
+                    BigInteger(ReadOnlySpan bytes, isUnsigned = true, isBigEndian = true)
+
+            return shards, key
+        }
+
+    Check.One(
+        Config.QuickThrowOnFailure.WithMaxTest 300,
+        Prop.forAll (Arb.fromGen gen) (fun (shards, key) ->
+            toBig (ofBig key) = key
+            && Shards.shardOfHashKey128 shards (ofBig key) = Shards.shardOfHashKey shards key)
+    )
+    // Partition keys end to end, MD5 included.
+    for shards in [ 1; 2; 3; 4; 5; 7; 16; 1000 ] do
+        for i in 0..200 do
+            let key = sprintf "pk-%d" i
+            Assert.Equal(Shards.shardOfHashKey shards (Shards.hashKey key), Shards.shardOf shards key)
+
+[<Fact>]
 let ``Every hash key falls in exactly the range of the shard it maps to`` () =
     let gen =
         Gen.zip (Gen.choose (1, 64)) (Gen.arrayOfLength 16 (Gen.choose (0, 255) |> Gen.map byte))
