@@ -19,10 +19,13 @@ let hashKeySpace = BigInteger.Pow(BigInteger 2, 128)
 /// The shard id Kinesis gives the shard with this 0-based index, e.g. "shardId-000000000003".
 let shardId (index: int) = sprintf "shardId-%012d" index
 
+/// The MD5 of a partition key's UTF-8 bytes: its hash key, big-endian.
+let private digestOf (partitionKey: string) =
+    MD5.HashData(Encoding.UTF8.GetBytes partitionKey)
+
 /// The hash key of a partition key: the MD5 of its UTF-8 bytes as an unsigned big-endian 128-bit integer.
 let hashKey (partitionKey: string) : BigInteger =
-    let digest = MD5.HashData(Encoding.UTF8.GetBytes partitionKey)
-    BigInteger(ReadOnlySpan digest, isUnsigned = true, isBigEndian = true)
+    BigInteger(ReadOnlySpan(digestOf partitionKey), isUnsigned = true, isBigEndian = true)
 
 /// The first hash key of each of `shards` equal ranges, as CreateStream assigns them.
 let startingHashKeys (shards: int) : BigInteger list =
@@ -53,8 +56,7 @@ let shardOf (shards: int) (partitionKey: string) =
     if shards = 1 then
         0
     else
-        let digest = MD5.HashData(Encoding.UTF8.GetBytes partitionKey)
-        shardOfHashKey128 shards (BinaryPrimitives.ReadUInt128BigEndian(ReadOnlySpan digest))
+        shardOfHashKey128 shards (BinaryPrimitives.ReadUInt128BigEndian(ReadOnlySpan(digestOf partitionKey)))
 
 /// The sequence number of the `ordinal`-th (1-based) record of a shard: 56 digits, like real ones, so that every
 /// number of a run has the same length and numeric order is also text order.
