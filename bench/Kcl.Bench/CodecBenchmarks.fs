@@ -6,23 +6,30 @@ open System.Buffers
 open BenchmarkDotNet.Attributes
 open Kcl.Core
 
-let internal batchLine recordSize count =
+// 49 digits; with the record's index in seven more, a sequence number of the real length (56).
+let private sequencePrefix = "4959033827149025660855969253836157109592157598913"
+
+/// A batch of records: random payloads of `recordSize` bytes, each its own partition key and sequence number.
+let internal batchRecords recordSize count =
     let random = Random 7
 
-    let records =
-        Array.init count (fun n ->
-            let data = Array.zeroCreate recordSize
-            random.NextBytes data
+    Array.init count (fun n ->
+        let data = Array.zeroCreate recordSize
+        random.NextBytes data
 
-            {
-                Data = ReadOnlyMemory data
-                PartitionKey = sprintf "pk-%d" n
-                SequenceNumber = SequenceNumber.parse ("4959033827149025660855969253836157109592157598913" + n.ToString "D7")
-                SubSequenceNumber = 0L
-                ApproximateArrivalTimestamp = Some(DateTimeOffset.FromUnixTimeMilliseconds 1700000000123L)
-            })
+        {
+            Data = ReadOnlyMemory data
+            PartitionKey = sprintf "pk-%d" n
+            SequenceNumber = SequenceNumber.parse (sequencePrefix + n.ToString "D7")
+            SubSequenceNumber = 0L
+            ApproximateArrivalTimestamp = Some(DateTimeOffset.FromUnixTimeMilliseconds 1700000000123L)
+        })
 
-    Json.encodeDaemonMessage Json.DaemonCharset.Utf8 (DaemonMessage.ProcessRecords(records, Some 0L))
+/// The daemon's `processRecords` line for such a batch.
+let internal batchLine recordSize count =
+    Json.encodeDaemonMessage
+        Json.DaemonCharset.Utf8
+        (DaemonMessage.ProcessRecords(batchRecords recordSize count, Some 0L))
 
 // The line as the reader hands on one too long for its buffer: a chain of pieces of `size` bytes.
 let private inPieces (size: int) (line: byte[]) =
@@ -94,3 +101,28 @@ type Encode() =
 
     [<Benchmark>]
     member _.Checkpoint() = Json.encodeChildMessage checkpoint
+
+/// What kcl-local does with every batch it sends: its `processRecords` line encoded into an array it reuses.
+[<MemoryDiagnoser>]
+type DaemonBatch() =
+    let mutable message = DaemonMessage.ProcessRecords([||], None)
+    let mutable line: byte[] = [||]
+
+    /// Record size in bytes and records per batch.
+    [<Params("100x500", "1024x500")>]
+    member val Shape = "100x500" with get, set
+
+    [<GlobalSetup>]
+    member this.Setup() =
+        let parts = this.Shape.Split 'x'
+        message <- DaemonMessage.ProcessRecords(batchRecords (int parts[0]) (int parts[1]), Some 0L)
+
+    [<Benchmark>]
+    member _.EncodeInto() =
+        let reuse length =
+            if line.Length < length then
+                line <- Array.zeroCreate length
+
+            line
+
+        (DaemonLine.encodeInto reuse Json.DaemonCharset.Utf8 "\n" message).Count

@@ -1186,7 +1186,7 @@ let ``random garbage lines and bytes never throw, and each is recorded`` () =
 
 // Records of every shape the encoder has to tell apart: plain keys (its own path), keys with quotes, backslashes,
 // control characters, non-ASCII and lone surrogates (the reference's path), empty data (a payload cannot be null),
-// null keys, no arrival time, negative and extreme numbers.
+// null keys, no arrival time, negative and extreme numbers, numbers of every length.
 let private anyRecord =
     gen {
         let! key =
@@ -1204,7 +1204,13 @@ let private anyRecord =
                 ]
 
         let! digits = Gen.choose (1, 999999)
-        let! sub = Gen.elements [ 0L; 7L; -1L; Int64.MaxValue; Int64.MinValue ]
+        // Every digit count, at and beside each power of ten, for the encoder's count of a number's digits.
+        let! power = Gen.choose (0, 18)
+        let! beside = Gen.elements [ -1L; 0L; 1L ]
+        let! sign = Gen.elements [ 1L; -1L ]
+
+        let! sub =
+            Gen.elements [ 0L; 7L; -1L; Int64.MaxValue; Int64.MinValue; sign * (pown 10L power + beside) ]
 
         let! arrival =
             Gen.elements
