@@ -30,12 +30,13 @@ let private powersOfTen = Array.init 19 (fun power -> pown 10L power)
 let private digitCount (value: int64) =
     if value = Int64.MinValue then
         20
+    elif value = 0L then
+        1
     else
         let magnitude = abs value
-        // An estimate of log10 from log2 (1233 / 4096 is about log10 2), short by at most one.
+        // The count from log2 (1233 / 4096 is about log10 2): exact, or one short.
         let estimate = ((Numerics.BitOperations.Log2(uint64 magnitude) + 1) * 1233) >>> 12
         let digits = if magnitude < powersOfTen[estimate] then estimate else estimate + 1
-        let digits = max 1 digits
         if value < 0L then digits + 1 else digits
 
 let private optionalLength (value: int64 option) =
