@@ -52,6 +52,11 @@ let tryOpen (message: DaemonMessage) (session: Session) : Result<Session, string
     | Some reason -> Error reason
     | None -> Ok(Session(opened state message kind.Value))
 
+let canOpen (message: DaemonMessage) (session: Session) : Result<unit, string> =
+    match refusal session.State message (kindOf message) with
+    | Some reason -> Error reason
+    | None -> Ok()
+
 let trySend (message: DaemonMessage) (session: Session) : Result<Session * byte[], string> =
     tryOpen message session
     |> Result.map (fun next -> next, encodeLine session.State message)

@@ -76,6 +76,10 @@ val internal encodeInto:
 /// the same session after it.
 val internal tryOpen: message: DaemonMessage -> session: Session -> Result<Session, string>
 
+/// `tryOpen`'s refusal alone, without the session after it. Cheap, where opening a batch folds over its records, so
+/// a driver can write a batch's line first and open it while the child reads it.
+val internal canOpen: message: DaemonMessage -> session: Session -> Result<unit, string>
+
 /// `trySend`, throwing `InvalidOperationException` with the same message when the action is refused.
 val send: message: DaemonMessage -> session: Session -> Session * byte[]
 

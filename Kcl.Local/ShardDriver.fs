@@ -125,42 +125,65 @@ type private Batch =
         Line: ArraySegment<byte>
     }
 
+/// A thread of its own for each shard's driver, on which every continuation of the driver runs: a child's line is
+/// then taken by the thread that watched its pipe (`ChildLineReader`) and answered at once. On the thread pool the
+/// driver's continuations woke a worker per line, and the pool's idle workers spun beside it on the cores the child
+/// needs (bench/README.md, "Local daemon", "Thirteenth round").
+[<RequireQualifiedAccess>]
+module internal ShardThread =
+    /// Runs the continuations posted to it, in order, on the thread that pumps it.
+    [<Sealed>]
+    type private Pump() =
+        inherit SynchronizationContext()
+        let queue = new Collections.Concurrent.BlockingCollection<struct (SendOrPostCallback * obj)>()
+
+        override _.Post(callback, state) =
+            let queued =
+                try
+                    queue.TryAdd(struct (callback, state))
+                with :? InvalidOperationException ->
+                    false
+
+            // Work posted after the driver ended (the timer of a read it gave up on) runs on the thread pool.
+            if not queued then
+                ThreadPool.QueueUserWorkItem(fun _ -> callback.Invoke state) |> ignore
+
+        override _.Send(_, _) =
+            raise (NotSupportedException "a shard's thread takes posted work only")
+
+        override this.CreateCopy() = this
+
+        /// Starts the work on this thread, then runs what it posts until the task it returned has ended.
+        member this.Run(work: unit -> Task<'T>) : Task<'T> =
+            SynchronizationContext.SetSynchronizationContext this
+            let task = work ()
+            task.ContinueWith((fun (_: Task<'T>) -> queue.CompleteAdding()), TaskScheduler.Default) |> ignore
+
+            for struct (callback, state) in queue.GetConsumingEnumerable() do
+                callback.Invoke state
+
+            task
+
+    /// The driver's task, run on a new thread named for the shard.
+    let run (shardId: string) (drive: unit -> Task<'T>) : Task<'T> =
+        let result = TaskCompletionSource<'T>(TaskCreationOptions.RunContinuationsAsynchronously)
+
+        let pump () =
+            try
+                let task = Pump().Run drive
+
+                if task.IsCompletedSuccessfully then result.SetResult task.Result
+                elif task.IsCanceled then result.SetCanceled()
+                else result.SetException task.Exception.InnerExceptions
+            with e ->
+                result.SetException e
+
+        Thread(pump, IsBackground = true, Name = "kcl-local " + shardId).Start()
+        result.Task
+
 /// Drives one shard's child.
 [<RequireQualifiedAccess>]
 module ShardDriver =
-    /// Reads lines from the child's stdout with a bound on each wait; a read that outlives its bound is awaited
-    /// again rather than overlapped, as in the test kit.
-    type private LineReader(stream: Stream) =
-        // No BOM detection: the daemon's reader keeps a BOM, which makes the line unparseable.
-        let reader = new StreamReader(stream, UTF8Encoding(false), false)
-        let mutable pending: Task<string> = null
-
-        member _.ReadAsync(limit: TimeSpan, token: CancellationToken) =
-            task {
-                if isNull pending then
-                    pending <- reader.ReadLineAsync()
-
-                try
-                    let! line = pending.WaitAsync(limit, token)
-                    pending <- null
-                    return Some line
-                with
-                | :? TimeoutException
-                | :? OperationCanceledException -> return None
-            }
-
-        /// A line the child has already written, without waiting; end of input is left for `ReadAsync`.
-        member _.TryReadWritten() =
-            if isNull pending then
-                pending <- reader.ReadLineAsync()
-
-            if pending.IsCompletedSuccessfully && not (isNull pending.Result) then
-                let line = pending.Result
-                pending <- null
-                Some line
-            else
-                None
-
     let private delay (span: TimeSpan) (token: CancellationToken) =
         task {
             if span > TimeSpan.Zero then
@@ -221,23 +244,29 @@ module ShardDriver =
                         with _ ->
                             ())
 
+                // Read on a thread of their own with blocking reads: the child's log lines are no work for the shard's
+                // thread, and through the thread pool each line woke workers that then spun on the cores the child
+                // needs (bench/README.md, "Local daemon", "Thirteenth round").
                 let stderr =
-                    task {
+                    let drained = TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)
+
+                    let drain () =
                         try
-                            let mutable line = ""
+                            let mutable line = child.Stderr.ReadLine()
 
                             while not (isNull line) do
-                                let! next = child.Stderr.ReadLineAsync()
-                                line <- next
-
-                                if not (isNull line) then
-                                    hooks.ChildStderr shardId line
+                                hooks.ChildStderr shardId line
+                                line <- child.Stderr.ReadLine()
                         with _ ->
                             ()
-                    }
+
+                        drained.SetResult()
+
+                    Thread(drain, IsBackground = true, Name = "kcl-local stderr " + shardId).Start()
+                    drained.Task
 
                 let stdin = child.Stdin
-                let reader = LineReader child.Stdout
+                let reader = ChildLineReader child.Stdout
 
                 let options =
                     { SessionOptions.Create(ShardId shardId) with
@@ -379,8 +408,15 @@ module ShardDriver =
                         if streamingSince = 0L then
                             streamingSince <- Stopwatch.GetTimestamp()
 
-                        let opened = DaemonSession.tryOpen batch.Message session
-                        do! sent opened batch.Message (fun () -> writeBatch batch.Line)
+                        // Written before the session opens it: opening a batch folds over its records for the
+                        // largest, about 15 µs of 500 records of 100 B that the child need not wait for.
+                        match DaemonSession.canOpen batch.Message session with
+                        | Error reason -> do! sent (Error reason) batch.Message (fun () -> Task.FromResult true)
+                        | Ok() ->
+                            let! written = writeBatch batch.Line
+                            let opened = DaemonSession.tryOpen batch.Message session
+                            do! sent opened batch.Message (fun () -> Task.FromResult written)
+
                         spliced.Enqueue batch.Line.Array
 
                         if spliced.Count > 2 then
@@ -589,4 +625,4 @@ module ShardDriver =
             ChildProcess.start settings.WorkingDirectory settings.Command
             |> Result.map ChildProcess.pipes
 
-        drive launch settings hooks progress start stop kill
+        ShardThread.run start.Feed.ShardId (fun () -> drive launch settings hooks progress start stop kill)

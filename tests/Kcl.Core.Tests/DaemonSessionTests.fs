@@ -596,7 +596,10 @@ let ``the driver's failures are recorded with the shard and the action`` () =
 
 let private refused message session =
     match DaemonSession.trySend message session with
-    | Error reason -> reason
+    | Error reason ->
+        // What a driver asks before it writes a batch refuses for the same reason.
+        Assert.Equal(Error reason, DaemonSession.canOpen message session)
+        reason
     | Ok _ -> failwithf "%A was sent" message
 
 [<Fact>]
@@ -1283,6 +1286,8 @@ let ``a line encoded ahead, into a reused array, is the line send writes, and tr
             let reused = Array.create (line.Length + spare) 'x'B
             let encoded = DaemonSession.encodeInto (fun _ -> reused) options message
             Assert.Equal<byte[]>(line, encoded.ToArray())
+
+            Assert.Equal(Ok(), DaemonSession.canOpen message session)
 
             match DaemonSession.tryOpen message session with
             | Ok opened -> Assert.Equal(sent, opened)

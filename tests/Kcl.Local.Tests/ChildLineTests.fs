@@ -1,0 +1,146 @@
+/// How kcl-local reads a child's stdout: lines split as the daemon's `BufferedReader.readLine` splits them, over a
+/// real pipe, whether a read is watched for or waited for.
+module Kcl.Local.Tests.ChildLineTests
+
+open System
+open System.IO
+open System.IO.Pipes
+open System.Text
+open System.Threading
+open FsCheck
+open FsCheck.FSharp
+open Kcl.Local
+open Xunit
+
+/// A pipe whose reading end is watched, as a child's stdout is.
+let private pipe () =
+    let writer = new AnonymousPipeServerStream(PipeDirection.Out)
+    let reading = new AnonymousPipeClientStream(PipeDirection.In, writer.ClientSafePipeHandle)
+    writer, new WatchedPipe(reading)
+
+/// The lines `StreamReader.ReadLine` finds in the bytes: the reference, which splits as `BufferedReader.readLine` does.
+let private referenceLines (bytes: byte[]) =
+    use reader = new StreamReader(new MemoryStream(bytes), UTF8Encoding(false), false)
+
+    [
+        let mutable line = reader.ReadLine()
+
+        while not (isNull line) do
+            yield line
+            line <- reader.ReadLine()
+    ]
+
+let private readLine (reader: ChildLineReader) =
+    reader.ReadAsync(TimeSpan.FromSeconds 10.0, CancellationToken.None).Result
+
+let private readAll (reader: ChildLineReader) =
+    [
+        let mutable reading = true
+
+        while reading do
+            match readLine reader with
+            | Some null -> reading <- false
+            | Some line -> yield line
+            | None -> failwith "no line within 10 s"
+    ]
+
+// The bytes that matter to a line reader: both line ends and their pair, a BOM, multi-byte characters, and bytes that
+// are not UTF-8 (a lone continuation byte, a sequence cut short by a line end).
+let private piece =
+    Gen.oneof
+        [
+            Gen.elements [ "a"; "{\"action\":\"status\"}"; "\r"; "\n"; "\r\n"; "\uFEFF"; "é"; "日本"; "🙂" ]
+            |> Gen.map Encoding.UTF8.GetBytes
+            Gen.elements [ [| 0x80uy |]; [| 0xE2uy; 0x82uy |]; [| 0xFFuy |] ]
+        ]
+
+// Bytes, and where the writer's writes end, so that lines and line ends straddle reads; with pauses between writes,
+// some reads are watched for and some waited for.
+let private writes =
+    gen {
+        let! bytes = Gen.listOf piece |> Gen.map Array.concat
+        let! cuts = Gen.listOf (Gen.choose (0, bytes.Length)) |> Gen.map (List.distinct >> List.sort)
+        let! pause = Gen.elements [ 0; 0; 1; 5 ]
+        return bytes, cuts, pause
+    }
+
+[<Fact>]
+let ``Lines over a pipe split and decode as BufferedReader.readLine does, however the writes fall`` () =
+    let check (bytes: byte[], cuts: int list, pause: int) =
+        let writer, reading = pipe ()
+        use writer = writer
+        let reader = ChildLineReader reading
+
+        let writing =
+            Tasks.Task.Run(fun () ->
+                let mutable from = 0
+
+                for cut in cuts @ [ bytes.Length ] do
+                    writer.Write(bytes, from, cut - from)
+                    writer.Flush()
+                    from <- cut
+                    Thread.Sleep pause
+
+                writer.Dispose())
+
+        let lines = readAll reader
+        writing.Wait()
+        lines = referenceLines bytes
+
+    Check.One(Config.QuickThrowOnFailure.WithMaxTest 100, Prop.forAll (Arb.fromGen writes) check)
+
+[<Fact>]
+let ``A line the child has not written is not waited for, and one it has written is taken`` () =
+    let writer, reading = pipe ()
+    use writer = writer
+    let reader = ChildLineReader reading
+    let clock = Diagnostics.Stopwatch.StartNew()
+    Assert.Equal(None, reader.TryReadWritten())
+    Assert.True(clock.Elapsed < TimeSpan.FromMilliseconds 500.0, sprintf "took %O" clock.Elapsed)
+
+    writer.Write(Encoding.UTF8.GetBytes "late\r")
+    writer.Flush()
+    Thread.Sleep 50
+    Assert.Equal(Some "late", reader.TryReadWritten())
+
+    // The "\n" after that "\r" belongs to it: no empty line comes of it.
+    writer.Write(Encoding.UTF8.GetBytes "\nnext\n")
+    writer.Dispose()
+    Assert.Equal(Some "next", readLine reader)
+    // The end of input is left for ReadAsync.
+    Assert.Equal(None, reader.TryReadWritten())
+    Assert.Equal(Some null, readLine reader)
+
+[<Fact>]
+let ``A read that outlives its bound gives up, and the line that comes later is read next`` () =
+    let writer, reading = pipe ()
+    use writer = writer
+    let reader = ChildLineReader reading
+    Assert.Equal(None, reader.ReadAsync(TimeSpan.FromMilliseconds 20.0, CancellationToken.None).Result)
+
+    writer.Write(Encoding.UTF8.GetBytes "{\"action\":\"status\"}\n")
+    writer.Flush()
+    Assert.Equal(Some "{\"action\":\"status\"}", readLine reader)
+
+[<Fact>]
+let ``A cancelled read gives up at once`` () =
+    let writer, reading = pipe ()
+    use writer = writer
+    let reader = ChildLineReader reading
+    use cancel = new CancellationTokenSource(TimeSpan.FromMilliseconds 20.0)
+    Assert.Equal(None, reader.ReadAsync(TimeSpan.FromMinutes 1.0, cancel.Token).Result)
+
+[<Fact>]
+let ``A line longer than the buffer is read whole`` () =
+    let writer, reading = pipe ()
+    use writer = writer
+    let reader = ChildLineReader reading
+    let long = String('x', 300_000)
+
+    let writing =
+        Tasks.Task.Run(fun () ->
+            writer.Write(Encoding.UTF8.GetBytes(long + "\nshort"))
+            writer.Dispose())
+
+    Assert.Equal<string list>([ long; "short" ], readAll reader)
+    writing.Wait()
