@@ -239,7 +239,7 @@ type internal ChildLineReader(stream: Stream) =
         | None ->
             if isNull pending then
                 match stream with
-                | :? WatchedPipe as pipe ->
+                | :? WatchedPipe as pipe when OperatingSystem.IsLinux() ->
                     if pipe.HasBytes() then
                         askedAt <- Stopwatch.GetTimestamp()
                         absorb (pipe.Read((room ()).Span))
