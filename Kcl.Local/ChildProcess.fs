@@ -187,6 +187,12 @@ type internal ChildLineReader(stream: Stream) =
 
         if count = 0 then ended <- true else fill <- fill + count
 
+    /// What the pipe holds, read on this thread: it has bytes or has ended, so the read returns at once.
+    let readNow (pipe: WatchedPipe) = absorb (pipe.Read((room ()).Span))
+
+    let startPending () =
+        pending <- stream.ReadAsync(room ()).AsTask()
+
     /// A read of what the pipe holds: at once when it has bytes now or once watched for them, else a pending read.
     let startRead () =
         askedAt <- Stopwatch.GetTimestamp()
@@ -196,8 +202,8 @@ type internal ChildLineReader(stream: Stream) =
             pipe.HasBytes()
             || (Array.forall (fun wait -> wait <= watchTicks) recentWaits && pipe.Watch watchLimit)
             ->
-            absorb (pipe.Read((room ()).Span))
-        | _ -> pending <- stream.ReadAsync(room ()).AsTask()
+            readNow pipe
+        | _ -> startPending ()
 
     /// The next line; `Some null` at the end of input; `None` when none came within `limit` or the token was cancelled.
     member _.ReadAsync(limit: TimeSpan, token: CancellationToken) : Task<string option> =
@@ -238,14 +244,13 @@ type internal ChildLineReader(stream: Stream) =
         | None when ended -> None
         | None ->
             if isNull pending then
+                askedAt <- Stopwatch.GetTimestamp()
+
                 match stream with
                 | :? WatchedPipe as pipe when OperatingSystem.IsLinux() ->
                     if pipe.HasBytes() then
-                        askedAt <- Stopwatch.GetTimestamp()
-                        absorb (pipe.Read((room ()).Span))
-                | _ ->
-                    askedAt <- Stopwatch.GetTimestamp()
-                    pending <- stream.ReadAsync(room ()).AsTask()
+                        readNow pipe
+                | _ -> startPending ()
 
             if not (isNull pending) && pending.IsCompletedSuccessfully then
                 absorb pending.Result
