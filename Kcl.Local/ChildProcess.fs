@@ -52,6 +52,58 @@ type internal WatchedPipe(pipe: PipeStream) =
 
     let fd = int (pipe.SafePipeHandle.DangerousGetHandle())
 
+    // A read that has to wait is made by a thread of this pipe's own, blocked in read(2). Through the runtime, the
+    // first such read would register the pipe with its socket engine for good, and from then on every line the child
+    // writes would wake the engine's thread and a thread-pool worker, which then spin on the cores the child needs
+    // (bench/README.md, "Local daemon", "Fourteenth round").
+    let requested = new SemaphoreSlim(0)
+    let mutable request = Memory<byte>.Empty
+    let mutable completion: TaskCompletionSource<int> = null
+    let mutable waiter: Thread = null
+    let mutable closed = false
+
+    let serve () =
+        requested.Wait()
+
+        while not (Volatile.Read &closed) do
+            let reading = completion
+
+            let read =
+                try
+                    Ok(pipe.Read request.Span)
+                with error ->
+                    Error error
+
+            // Cleared first: the reader's continuation may run right here, inside SetResult, and ask for the next read.
+            completion <- null
+
+            match read with
+            | Ok count -> reading.SetResult count
+            | Error error -> reading.SetException error
+
+            requested.Wait()
+
+        match completion with
+        | null -> ()
+        | reading -> reading.TrySetException(ObjectDisposedException "the child's stdout") |> ignore
+
+    /// A read on this pipe's own thread, where one is not already waiting.
+    let waitForBytes (buffer: Memory<byte>) =
+        if not (isNull completion) then
+            invalidOp "a read of the child's stdout is already waiting"
+
+        // Continuations run on the thread that read, so a line wakes one thread: the driver's, through its context.
+        let reading = TaskCompletionSource<int>()
+        request <- buffer
+        completion <- reading
+
+        if isNull waiter then
+            waiter <- Thread(serve, IsBackground = true, Name = "kcl-local stdout")
+            waiter.Start()
+
+        requested.Release() |> ignore
+        reading.Task
+
     let ready timeout =
         let mutable target = Native.PollFd(Fd = fd, Events = 1s)
         Native.poll (&target, 1un, timeout) > 0
@@ -101,14 +153,58 @@ type internal WatchedPipe(pipe: PipeStream) =
     override _.Write(_: byte[], _: int, _: int) = raise (NotSupportedException())
     override _.Read(buffer: byte[], offset: int, count: int) = pipe.Read(buffer, offset, count)
     override _.Read(buffer: Span<byte>) = pipe.Read buffer
-    override _.ReadAsync(buffer: Memory<byte>, token: CancellationToken) = pipe.ReadAsync(buffer, token)
 
-    override _.ReadAsync(buffer: byte[], offset: int, count: int, token: CancellationToken) =
-        pipe.ReadAsync(buffer, offset, count, token)
+    /// Off Windows, a read on a thread of the pipe's own; a read already waiting is not cancelled by the token.
+    override _.ReadAsync(buffer: Memory<byte>, token: CancellationToken) =
+        if OperatingSystem.IsWindows() then pipe.ReadAsync(buffer, token)
+        elif token.IsCancellationRequested then ValueTask<int>(Task.FromCanceled<int> token)
+        else ValueTask<int>(waitForBytes buffer)
+
+    override this.ReadAsync(buffer: byte[], offset: int, count: int, token: CancellationToken) =
+        this.ReadAsync(Memory<byte>(buffer, offset, count), token).AsTask()
 
     override _.Dispose(disposing: bool) =
         if disposing then
+            // A read still waiting ends when the child's end closes; its thread then sees this and stops.
+            Volatile.Write(&closed, true)
+            requested.Release() |> ignore
             pipe.Dispose()
+
+        base.Dispose disposing
+
+/// A child's stderr, read at most once a pause: the child's log lines gather in the pipe meanwhile, and one read takes
+/// them all. Read as they came, each line woke the reading thread, on the core the child had just written from, once a
+/// batch for a child that logs a line a batch (bench/README.md, "Local daemon", "Fourteenth round").
+[<Sealed>]
+type internal PacedReads(inner: Stream, pause: TimeSpan) =
+    inherit Stream()
+    let mutable lastCount = 0
+
+    override _.CanRead = true
+    override _.CanSeek = false
+    override _.CanWrite = false
+    override _.Length = raise (NotSupportedException())
+
+    override _.Position
+        with get () = raise (NotSupportedException())
+        and set _ = raise (NotSupportedException())
+
+    override _.Flush() = ()
+    override _.Seek(_, _) = raise (NotSupportedException())
+    override _.SetLength _ = raise (NotSupportedException())
+    override _.Write(_: byte[], _: int, _: int) = raise (NotSupportedException())
+
+    /// Waits out the pause after a read that found bytes, then reads; a quiet child is waited for in the read itself.
+    override _.Read(buffer: byte[], offset: int, count: int) =
+        if lastCount > 0 then
+            Thread.Sleep pause
+
+        lastCount <- inner.Read(buffer, offset, count)
+        lastCount
+
+    override _.Dispose(disposing: bool) =
+        if disposing then
+            inner.Dispose()
 
         base.Dispose disposing
 
@@ -116,7 +212,7 @@ type internal WatchedPipe(pipe: PipeStream) =
 /// last line without an end counts), decoded as UTF-8 with a BOM kept, which makes the line unparseable as it does for
 /// the daemon. A read that outlives its bound is awaited again rather than overlapped, as in the test kit. Its own
 /// buffer, not a `StreamReader`'s, so that it can tell whether a line is here without starting a read: a read left
-/// waiting would take the child's next line through the socket engine, not a watch.
+/// waiting would take the child's next line with a thread's wake-up, not a watch.
 [<Sealed>]
 type internal ChildLineReader(stream: Stream) =
     // A line that comes this soon is watched for (`WatchedPipe`); under the protocol, a child's next line after a small
@@ -328,6 +424,10 @@ module ChildProcess =
             max 0 (int (Native.vmsplice (fd, &piece, 1un, spliceNonBlocking)))
         | _ -> 0
 
+    // Log lines reach kcl-local's own log this much later at most; a child that writes more than its stderr pipe holds
+    // in this time (64 KiB by default) waits for the next read.
+    let private stderrPause = TimeSpan.FromMilliseconds 10.0
+
     /// A started process as its driver uses it.
     let internal pipes (child: Process) =
         let stdout =
@@ -335,10 +435,18 @@ module ChildProcess =
             | :? PipeStream as pipe -> new WatchedPipe(pipe) :> Stream
             | other -> other
 
+        let stderr =
+            new StreamReader(
+                new PacedReads(child.StandardError.BaseStream, stderrPause),
+                child.StandardError.CurrentEncoding,
+                true,
+                65536
+            )
+
         { new ChildPipes with
             member _.Stdin = child.StandardInput.BaseStream
             member _.Stdout = stdout
-            member _.Stderr = child.StandardError
+            member _.Stderr = stderr
             member _.ExitCode = if child.HasExited then Some child.ExitCode else None
             member _.WaitForExitAsync token = child.WaitForExitAsync token
             member _.Kill() = child.Kill true

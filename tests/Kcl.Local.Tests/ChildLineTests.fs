@@ -1,5 +1,5 @@
-/// How kcl-local reads a child's stdout: lines split as the daemon's `BufferedReader.readLine` splits them, over a
-/// real pipe, whether a read is watched for or waited for.
+/// How kcl-local reads a child's stdout, over a real pipe: lines split as the daemon's `BufferedReader.readLine` splits
+/// them, whether a read is watched for or waited for; and its stderr, read at a pace.
 module Kcl.Local.Tests.ChildLineTests
 
 open System
@@ -144,3 +144,66 @@ let ``A line longer than the buffer is read whole`` () =
 
     Assert.Equal<string list>([ long; "short" ], readAll reader)
     writing.Wait()
+
+/// The descriptors that an epoll instance of this process watches, as Linux lists them under /proc.
+let private watchedByEpoll () =
+    [
+        for info in Directory.GetFiles "/proc/self/fdinfo" do
+            let lines =
+                try
+                    File.ReadAllLines info
+                with
+                | :? IOException
+                | :? UnauthorizedAccessException -> [||]
+
+            for line in lines do
+                if line.StartsWith "tfd:" then
+                    yield int (line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1])
+    ]
+
+[<Fact>]
+let ``A read that waits for the child leaves its pipe out of the runtime's socket engine`` () =
+    if OperatingSystem.IsLinux() then
+        use writer = new AnonymousPipeServerStream(PipeDirection.Out)
+        let client = new AnonymousPipeClientStream(PipeDirection.In, writer.ClientSafePipeHandle)
+        use reading = new WatchedPipe(client)
+        let fd = int (client.SafePipeHandle.DangerousGetHandle())
+        let reader = ChildLineReader reading
+
+        // Written only after the watch has given up, so the read waits.
+        let writing =
+            Tasks.Task.Run(fun () ->
+                Thread.Sleep 100
+                writer.Write(Encoding.UTF8.GetBytes "{\"action\":\"status\"}\n")
+                writer.Flush())
+
+        Assert.Equal(Some "{\"action\":\"status\"}", readLine reader)
+        writing.Wait()
+        Assert.DoesNotContain(fd, watchedByEpoll ())
+
+[<Fact>]
+let ``A child's stderr is read at once when it was quiet, and after a pause when it has just written`` () =
+    use writer = new AnonymousPipeServerStream(PipeDirection.Out)
+    let client = new AnonymousPipeClientStream(PipeDirection.In, writer.ClientSafePipeHandle)
+    let pause = TimeSpan.FromMilliseconds 500.0
+    use reader = new StreamReader(new PacedReads(client, pause))
+
+    let write (text: string) =
+        writer.Write(Encoding.UTF8.GetBytes text)
+        writer.Flush()
+
+    write "first\n"
+    let clock = Diagnostics.Stopwatch.StartNew()
+    Assert.Equal("first", reader.ReadLine())
+    Assert.True(clock.Elapsed < pause, sprintf "the first line took %O" clock.Elapsed)
+
+    // Both written before the read after "first", which waits out the pause and then takes them together.
+    write "second\nthird\n"
+    clock.Restart()
+    Assert.Equal("second", reader.ReadLine())
+    let waited = clock.Elapsed
+    Assert.True(waited >= pause - TimeSpan.FromMilliseconds 20.0, sprintf "the second line took %O" waited)
+    Assert.Equal("third", reader.ReadLine())
+
+    writer.Dispose()
+    Assert.Null(reader.ReadLine())
