@@ -450,7 +450,11 @@ module ChildProcess =
             member _.ExitCode = if child.HasExited then Some child.ExitCode else None
             member _.WaitForExitAsync token = child.WaitForExitAsync token
             member _.Kill() = child.Kill true
-            member _.Dispose() = child.Dispose()
+            member _.Dispose() =
+                // The stdout's own reading thread ends with it.
+                stdout.Dispose()
+                stderr.Dispose()
+                child.Dispose()
         }
 
     /// The file a program name names, as `ProcessBuilder` finds it: a name with a directory separator is a path
