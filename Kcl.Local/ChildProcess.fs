@@ -38,13 +38,32 @@ module private Native =
     [<DllImport("libc", SetLastError = true)>]
     extern int poll(PollFd& fds, unativeint count, int timeout)
 
+/// A stream that reads forward only: what such a stream must still answer, for a child's stdout and stderr.
+[<AbstractClass>]
+type internal ReadOnlyStream() =
+    inherit Stream()
+
+    override _.CanRead = true
+    override _.CanSeek = false
+    override _.CanWrite = false
+    override _.Length = raise (NotSupportedException())
+
+    override _.Position
+        with get () = raise (NotSupportedException())
+        and set _ = raise (NotSupportedException())
+
+    override _.Flush() = ()
+    override _.Seek(_, _) = raise (NotSupportedException())
+    override _.SetLength _ = raise (NotSupportedException())
+    override _.Write(_: byte[], _: int, _: int) = raise (NotSupportedException())
+
 /// A child's stdout that can be watched: polled without waiting, between spins and yields, until it has bytes. A line
 /// taken by the thread that watched for it costs no wake-up, where a read through the runtime's socket engine wakes its
 /// event thread and then a thread-pool thread, each perhaps on a halted core: 30-75 µs each on this project's 2-core
 /// virtual machine (bench/README.md, "Local daemon", "Twelfth round"). Linux only; elsewhere nothing is watched.
 [<Sealed>]
 type internal WatchedPipe(pipe: PipeStream) =
-    inherit Stream()
+    inherit ReadOnlyStream()
 
     // At most half the cores' worth of children are watched at once, so that watching leaves most cores to children.
     static let maxWatching = max 1 (Environment.ProcessorCount / 2)
@@ -138,19 +157,6 @@ type internal WatchedPipe(pipe: PipeStream) =
             finally
                 Interlocked.Decrement(&watching) |> ignore
 
-    override _.CanRead = true
-    override _.CanSeek = false
-    override _.CanWrite = false
-    override _.Length = raise (NotSupportedException())
-
-    override _.Position
-        with get () = raise (NotSupportedException())
-        and set _ = raise (NotSupportedException())
-
-    override _.Flush() = ()
-    override _.Seek(_, _) = raise (NotSupportedException())
-    override _.SetLength _ = raise (NotSupportedException())
-    override _.Write(_: byte[], _: int, _: int) = raise (NotSupportedException())
     override _.Read(buffer: byte[], offset: int, count: int) = pipe.Read(buffer, offset, count)
     override _.Read(buffer: Span<byte>) = pipe.Read buffer
 
@@ -177,22 +183,8 @@ type internal WatchedPipe(pipe: PipeStream) =
 /// batch for a child that logs a line a batch (bench/README.md, "Local daemon", "Fourteenth round").
 [<Sealed>]
 type internal PacedReads(inner: Stream, pause: TimeSpan) =
-    inherit Stream()
+    inherit ReadOnlyStream()
     let mutable lastCount = 0
-
-    override _.CanRead = true
-    override _.CanSeek = false
-    override _.CanWrite = false
-    override _.Length = raise (NotSupportedException())
-
-    override _.Position
-        with get () = raise (NotSupportedException())
-        and set _ = raise (NotSupportedException())
-
-    override _.Flush() = ()
-    override _.Seek(_, _) = raise (NotSupportedException())
-    override _.SetLength _ = raise (NotSupportedException())
-    override _.Write(_: byte[], _: int, _: int) = raise (NotSupportedException())
 
     /// Waits out the pause after a read that found bytes, then reads; a quiet child is waited for in the read itself.
     override _.Read(buffer: byte[], offset: int, count: int) =
