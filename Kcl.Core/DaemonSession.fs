@@ -140,7 +140,7 @@ let private onStatus (session: State) line (responseFor: string option) =
         let closed =
             { session with
                 Phase = (if kind.IsFinal then Closed else Ready)
-                StatusesRev = action :: session.StatusesRev
+                StatusesRev = remember session action session.StatusesRev
             }
 
         let found =
@@ -235,7 +235,7 @@ let receive (line: string) (session: Session) =
 
     let after =
         { result.After with
-            LinesRev = received :: result.After.LinesRev
+            LinesRev = remember result.After received result.After.LinesRev
             FindingsRev = List.rev result.Found @ result.After.FindingsRev
         }
 

@@ -7,7 +7,8 @@
 [<RequireQualifiedAccess>]
 module Kcl.Core.DaemonSession
 
-/// One child's session as the daemon sees it. Immutable; compared structurally.
+/// One child's session as the daemon sees it. Immutable; compared structurally. With `SessionHistory.Latest`,
+/// `Sent`, `Statuses`, `Checkpoints` and `Lines` hold only their newest entry.
 [<Sealed>]
 type Session =
     /// The settings the session was created with.

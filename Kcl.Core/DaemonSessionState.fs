@@ -85,6 +85,13 @@ let initial (options: SessionOptions) =
         AfterShutdownRequested = false
     }
 
+/// `history` (newest first) with `item` added, or `item` alone when the session keeps only the latest. The rules
+/// read no further back than the newest entry, so both make the same decisions.
+let remember (session: State) item (history: 'T list) =
+    match session.Settings.History with
+    | SessionHistory.Whole -> item :: history
+    | SessionHistory.Latest -> [ item ]
+
 let shardEnd =
     {
         SequenceNumber = SequenceNumber.shardEnd
@@ -160,7 +167,7 @@ let opened (session: State) (message: DaemonMessage) kind =
     let session =
         { session with
             Phase = Open(message.Action, kind)
-            SentRev = message :: session.SentRev
+            SentRev = remember session message session.SentRev
         }
 
     match message, kind with
@@ -253,14 +260,14 @@ let advance (session: State) action target =
     | Some current when equalsExtended current target ->
         None,
         { session with
-            CheckpointsRev = record current false :: session.CheckpointsRev
+            CheckpointsRev = remember session (record current false) session.CheckpointsRev
         }
     | _ when session.Lost -> Some CheckpointError.Shutdown, session
     | _ ->
         None,
         { session with
             Current = Some written
-            CheckpointsRev = record written true :: session.CheckpointsRev
+            CheckpointsRev = remember session (record written true) session.CheckpointsRev
         }
 
 // ShardRecordProcessorCheckpointer.checkpoint(), checkpoint(seq) and checkpoint(seq, sub).

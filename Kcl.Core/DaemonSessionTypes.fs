@@ -127,6 +127,15 @@ type FaultRule =
             | Some count -> request < this.From + count
             | None -> true)
 
+/// How much of its history a session keeps.
+[<RequireQualifiedAccess>]
+type SessionHistory =
+    /// Every action, status, checkpoint and line, in order: a test's transcript.
+    | Whole
+    /// Only the newest action, status, checkpoint and line, so that a driver that runs for hours holds no more for a
+    /// long stream than for a short one. Findings are always kept whole.
+    | Latest
+
 /// How a session is set up.
 [<NoComparison>]
 type SessionOptions =
@@ -142,9 +151,11 @@ type SessionOptions =
         /// The lease's checkpoint before any `initialize`, for sessions that start mid-life (an `initialize`
         /// replaces it). `None` means no bound below.
         Checkpoint: ExtendedSequenceNumber option
+        /// What `Sent`, `Statuses`, `Checkpoints` and `Lines` keep.
+        History: SessionHistory
     }
 
-    /// UTF-8, "\n", no faults, no checkpoint.
+    /// UTF-8, "\n", no faults, no checkpoint, the whole history.
     static member Create(shardId: ShardId) =
         {
             ShardId = shardId
@@ -152,6 +163,7 @@ type SessionOptions =
             LineSeparator = "\n"
             Faults = []
             Checkpoint = None
+            History = SessionHistory.Whole
         }
 
 /// A checkpoint the daemon answered with no error.

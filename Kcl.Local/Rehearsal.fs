@@ -113,6 +113,7 @@ let rehearse (charset: Json.DaemonCharset) : Task<ShardResult> =
             SlowBatch = TimeSpan.Zero
             DuplicateEvery = None
             LeaseLostAfter = None
+            History = SessionHistory.Whole
         }
 
     let hooks =

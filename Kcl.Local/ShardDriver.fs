@@ -40,6 +40,8 @@ type DriverSettings =
         DuplicateEvery: int option
         /// The lease is lost after this many batches on each shard, if set.
         LeaseLostAfter: int option
+        /// What the shard's session keeps of its history.
+        History: SessionHistory
     }
 
 /// Where a shard starts.
@@ -272,6 +274,7 @@ module ShardDriver =
                     { SessionOptions.Create(ShardId shardId) with
                         Charset = settings.Charset
                         Faults = settings.Faults
+                        History = settings.History
                     }
 
                 let mutable session = DaemonSession.create options

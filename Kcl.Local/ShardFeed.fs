@@ -71,7 +71,9 @@ type ShardFeed(index: int, shardId: string) =
         lock gate (fun () ->
             if position < records.Count then
                 let count = min limit (records.Count - position)
-                FeedRead.Records(records.GetRange(position, count).ToArray(), records.Count - position - count)
+                let batch = Array.zeroCreate count
+                records.CopyTo(position, batch, 0, count)
+                FeedRead.Records(batch, records.Count - position - count)
             elif ended then
                 FeedRead.Ended
             else

@@ -1293,3 +1293,104 @@ let ``a line encoded ahead, into a reused array, is the line send writes, and tr
             | Ok opened -> Assert.Equal(sent, opened)
             | Error reason -> failwith reason)
     )
+
+// ---- a session that keeps only its latest history -----------------------------------------------------------------
+
+type private SessionStep =
+    | Send of DaemonMessage
+    | Receive of string
+
+// Actions in and out of turn, and child lines of every kind: statuses for any action, checkpoints in and out of
+// range, lines that are skipped, and now and then the fatal `null`.
+let private anySessionStep =
+    let sequences = [ A; B; C ]
+
+    let action =
+        Gen.oneof
+            [
+                Gen.elements sequences |> Gen.map (fun s -> initialize s 0L)
+                Gen.listOf (Gen.elements sequences)
+                |> Gen.resize 3
+                |> Gen.map (List.sort >> List.map (fun s -> s, 0L) >> batch)
+                Gen.elements
+                    [
+                        DaemonMessage.ShardEnded
+                        DaemonMessage.LeaseLost
+                        DaemonMessage.ShutdownRequested
+                        DaemonMessage.Shutdown ShutdownReason.Zombie
+                    ]
+            ]
+
+    let childLine =
+        Gen.frequency
+            [
+                4,
+                Gen.elements [ "initialize"; "processRecords"; "shardEnded"; "leaseLost"; "shutdownRequested" ]
+                |> Gen.map status
+                4,
+                Gen.map2
+                    checkpointLine
+                    (Gen.optionOf (Gen.elements ("SHARD_END" :: "12" :: sequences)))
+                    (Gen.optionOf (Gen.elements [ 0L; 1L ]))
+                2, Gen.elements [ ""; " "; "{}" ]
+                1, garbage
+                1, Gen.constant "null"
+            ]
+
+    Gen.frequency [ 1, Gen.map Send action; 2, Gen.map Receive childLine ]
+
+[<Fact>]
+let ``a session that keeps only its latest history decides as one that keeps it whole`` () =
+    let latestOnly =
+        DaemonSession.create
+            { SessionOptions.Create shard with
+                History = SessionHistory.Latest
+                Faults = [ FaultRule.Times(CheckpointError.Throttling, 2, 1) ]
+            }
+
+    let wholeHistory =
+        DaemonSession.create
+            { SessionOptions.Create shard with
+                Faults = [ FaultRule.Times(CheckpointError.Throttling, 2, 1) ]
+            }
+
+    let newest (history: 'T list) = history |> List.tryLast |> Option.toList
+
+    Check.One(
+        Config.QuickThrowOnFailure.WithMaxTest 500,
+        Prop.forAll (Arb.fromGen (Gen.listOf anySessionStep |> Gen.resize 40)) (fun steps ->
+            let mutable whole = wholeHistory
+            let mutable latest = latestOnly
+
+            for step in steps do
+                match step with
+                | Send message ->
+                    match DaemonSession.trySend message whole, DaemonSession.trySend message latest with
+                    | Ok(w, wholeBytes), Ok(l, latestBytes) ->
+                        Assert.Equal<byte[]>(wholeBytes, latestBytes)
+                        whole <- w
+                        latest <- l
+                    | Error w, Error l -> Assert.Equal(w, l)
+                    | w, l -> failwithf "sending %s: %A with the whole history, %A with the latest" message.Action w l
+                | Receive text ->
+                    let w, wholeOutcome = DaemonSession.receive text whole
+                    let l, latestOutcome = DaemonSession.receive text latest
+                    Assert.Equal(wholeOutcome, latestOutcome)
+                    whole <- w
+                    latest <- l
+
+                Assert.Equal<Finding list>(whole.Findings, latest.Findings)
+                Assert.Equal(whole.OpenAction, latest.OpenAction)
+                Assert.Equal(whole.Checkpoint, latest.Checkpoint)
+                Assert.Equal(whole.LargestPermitted, latest.LargestPermitted)
+                Assert.Equal(whole.SequenceNumberAtShardEnd, latest.SequenceNumberAtShardEnd)
+                Assert.Equal(whole.RecordsDelivered, latest.RecordsDelivered)
+                Assert.Equal(whole.CheckpointRequests, latest.CheckpointRequests)
+                Assert.Equal(whole.LeaseLost, latest.LeaseLost)
+                Assert.Equal(whole.DaemonExited, latest.DaemonExited)
+                Assert.Equal(DaemonSession.nextStep whole, DaemonSession.nextStep latest)
+                Assert.Equal<DaemonMessage list>(newest whole.Sent, latest.Sent)
+                Assert.Equal<string list>(newest whole.Statuses, latest.Statuses)
+                Assert.Equal<CheckpointRecord list>(newest whole.Checkpoints, latest.Checkpoints)
+                Assert.Equal<ReceivedLine list>(newest whole.Lines, latest.Lines))
+    )

@@ -74,6 +74,8 @@ let settings (config: DaemonConfig) (stateDir: string) (records: int) (shards: i
         WorkingDirectory = AppContext.BaseDirectory
         DefaultWaitLimit = TimeSpan.FromSeconds 20.0
         ExitLimit = TimeSpan.FromSeconds 5.0
+        // The tests read the sessions' transcripts.
+        History = SessionHistory.Whole
     }
 
 /// Runs the daemon, failing the test if the whole run takes longer than a minute.

@@ -245,6 +245,35 @@ let ``Batches read ahead arrive in order and full, and every checkpoint is honou
     }
 
 [<Fact>]
+let ``By default a shard's session keeps only its newest history, and the run ends and counts as with the whole`` () =
+    task {
+        let config = config "python3 children/misbehave.py good" [ "maxRecords = 100" ]
+        let whole = settings config (tempDir ()) 1000 1
+        let byDefault = RunSettings.Create(whole.Config, whole.StateDir, whole.Source, whole.Shards)
+        Assert.Equal(SessionHistory.Latest, byDefault.History)
+
+        let! summary =
+            runToEnd
+                { whole with
+                    History = byDefault.History
+                }
+
+        Assert.True(summary.Clean, describe summary)
+        let shard = summary.Shards.Head
+        Assert.Equal(ShardEnding.ShardEnded, shard.Ending)
+        Assert.Equal(1000, shard.Delivered)
+        Assert.Equal(1000, shard.Checkpointed)
+
+        // Of the run's twelve actions, eleven checkpoints and every line of the child's, the session holds the last.
+        let session = shard.Session.Value
+        Assert.Equal<DaemonMessage list>([ DaemonMessage.ShardEnded ], session.Sent)
+        Assert.Equal<string list>([ "shardEnded" ], session.Statuses)
+        Assert.Equal<string list>([ "SHARD_END" ], session.Checkpoints |> List.map _.Position.SequenceNumber.Value)
+        Assert.Equal(1, session.Lines.Length)
+        Assert.True(session.ShardEndCheckpointed)
+    }
+
+[<Fact>]
 let ``A duplicated batch comes before the batch read ahead, and a lost lease drops it`` () =
     task {
         let config = config "python3 children/misbehave.py good" [ "maxRecords = 100" ]
