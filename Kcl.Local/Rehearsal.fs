@@ -100,27 +100,10 @@ let rehearse (charset: Json.DaemonCharset) : Task<ShardResult> =
     feed.Complete()
 
     let settings =
-        {
-            Command = []
-            WorkingDirectory = ""
-            MaxRecords = 2
-            IdleTimeBetweenReads = TimeSpan.Zero
-            CallProcessRecordsEvenForEmptyRecordList = false
+        { DriverSettings.Create([], "", 2) with
             WaitLimit = TimeSpan.FromSeconds 10.0
-            ExitLimit = TimeSpan.FromSeconds 10.0
             Charset = charset
-            Faults = []
-            SlowBatch = TimeSpan.Zero
-            DuplicateEvery = None
-            LeaseLostAfter = None
             History = SessionHistory.Whole
-        }
-
-    let hooks =
-        {
-            Checkpointed = fun _ _ -> ()
-            Delivering = fun _ _ -> ()
-            ChildStderr = fun _ _ -> ()
         }
 
     let start =
@@ -134,7 +117,7 @@ let rehearse (charset: Json.DaemonCharset) : Task<ShardResult> =
     ShardDriver.drive
         (inProcessChild >> Ok)
         settings
-        hooks
+        DriverHooks.Silent
         (ShardProgress(feed.ShardId, feed.Count))
         start
         CancellationToken.None

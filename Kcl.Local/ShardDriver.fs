@@ -44,6 +44,25 @@ type DriverSettings =
         History: SessionHistory
     }
 
+    /// This child, started in `workingDirectory`, sent batches of at most `maxRecords` with no pause between reads,
+    /// the local daemon's default bounds (5 minutes per wait, 10 seconds to exit), no faults, the latest history.
+    static member Create(command: string list, workingDirectory: string, maxRecords: int) =
+        {
+            Command = command
+            WorkingDirectory = workingDirectory
+            MaxRecords = maxRecords
+            IdleTimeBetweenReads = TimeSpan.Zero
+            CallProcessRecordsEvenForEmptyRecordList = false
+            WaitLimit = TimeSpan.FromMinutes 5.0
+            ExitLimit = TimeSpan.FromSeconds 10.0
+            Charset = Json.DaemonCharset.Utf8
+            Faults = []
+            SlowBatch = TimeSpan.Zero
+            DuplicateEvery = None
+            LeaseLostAfter = None
+            History = SessionHistory.Latest
+        }
+
 /// Where a shard starts.
 type ShardStart =
     {
@@ -115,6 +134,14 @@ type DriverHooks =
         /// A line the child wrote to stderr.
         ChildStderr: string -> string -> unit
     }
+
+    /// Hooks that do nothing.
+    static member Silent =
+        {
+            Checkpointed = fun _ _ -> ()
+            Delivering = fun _ _ -> ()
+            ChildStderr = fun _ _ -> ()
+        }
 
 /// A batch ready to send: its records, its action and the action's line.
 type private Batch =
@@ -540,6 +567,15 @@ module ShardDriver =
 
                                 if not replied then
                                     do! childGone ()
+
+                            // Once the reply is on its way: no child of this run reads behind its checkpoint. Not
+                            // past the cursor, where the rest of an aggregate under the same sequence number may wait.
+                            match session.Checkpoint with
+                            | Some position when
+                                session.Checkpoint <> before && position.SequenceNumber.Sentinel.IsNone
+                                ->
+                                start.Feed.Release(min cursor (start.Feed.PositionAfter position.SequenceNumber.Value))
+                            | _ -> ()
                     | Next.SendAction ->
                         // The real daemon reads nothing between actions; a line already written now (a second
                         // status, a late checkpoint) is fed to the session with no action open, which names it.

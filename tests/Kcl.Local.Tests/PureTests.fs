@@ -390,3 +390,74 @@ let ``Fault specs read NAME, COUNT and FROM with their defaults`` () =
             "a b"
         ] do
         Assert.True(Result.isError (FaultSpec.parse bad), bad)
+
+// ---- a shard's feed -----------------------------------------------------------------------------------------------
+
+let private filled count =
+    let feed = ShardFeed 0
+
+    for i in 1..count do
+        feed.Add({ PartitionKey = "pk"; Data = [| byte i |] }, DateTimeOffset.UnixEpoch)
+
+    feed
+
+let private sequencesOf (read: FeedRead) =
+    match read with
+    | FeedRead.Records(records, _) -> [ for r in records -> r.SequenceNumber.Value ]
+    | other -> failwithf "expected records, got %A" other
+
+[<Fact>]
+let ``A feed lets go of released records in steps of half what it holds, and numbers on after them`` () =
+    let feed = filled 10
+
+    // Four of ten is less than half: all ten are still held.
+    feed.Release 4
+    Assert.Equal(10, feed.Held)
+    Assert.Equal<string list>([ Shards.sequenceNumber 0 1L ], sequencesOf (feed.Read(0, 1)))
+
+    feed.Release 6
+    Assert.Equal(4, feed.Held)
+    Assert.Equal(10, feed.Count)
+    Assert.Throws<ArgumentException>(fun () -> feed.Read(5, 1) |> ignore) |> ignore
+    Assert.Equal<string list>([ for i in 7L .. 10L -> Shards.sequenceNumber 0 i ], sequencesOf (feed.Read(6, 100)))
+
+    // A record added now is the eleventh, and positions stay the stream's own.
+    feed.Add({ PartitionKey = "pk"; Data = [| 11uy |] }, DateTimeOffset.UnixEpoch)
+    Assert.Equal(11, feed.Count)
+    Assert.Equal<string list>([ Shards.sequenceNumber 0 11L ], sequencesOf (feed.Read(10, 100)))
+    Assert.Equal(8, feed.PositionAfter(Shards.sequenceNumber 0 8L))
+    // A released record's position is the first one held.
+    Assert.Equal(6, feed.PositionAfter(Shards.sequenceNumber 0 2L))
+
+    feed.Release 11
+    Assert.Equal(0, feed.Held)
+    feed.Complete()
+    Assert.Equal(FeedRead.Ended, feed.Read(11, 100))
+
+[<Fact>]
+let ``A feed's position after a sequence number is the first record above it, aggregates and releases included`` () =
+    // Non-decreasing sequence numbers, as a shard's are: an aggregate's records share one.
+    let steps = Gen.listOf (Gen.elements [ 0; 0; 1; 1; 2; 1000 ]) |> Gen.map (List.scan (+) 1)
+    let case = Gen.zip3 steps (Gen.choose (0, 40)) (Gen.choose (0, 1100))
+
+    Check.One(
+        Config.QuickThrowOnFailure.WithMaxTest 500,
+        Prop.forAll (Arb.fromGen case) (fun (ordinals, release, probe) ->
+            let digits (ordinal: int) = Shards.sequenceNumber 0 (int64 ordinal)
+            let feed = ShardFeed 0
+
+            for ordinal in ordinals do
+                feed.AddRecord
+                    {
+                        Data = ReadOnlyMemory [| 1uy |]
+                        PartitionKey = "pk"
+                        SequenceNumber = SequenceNumber.parse (digits ordinal)
+                        SubSequenceNumber = 0L
+                        ApproximateArrivalTimestamp = None
+                    }
+
+            feed.Release release
+            let firstHeld = feed.Count - feed.Held
+            let above = ordinals |> List.tryFindIndex (fun o -> o > probe) |> Option.defaultValue ordinals.Length
+            Assert.Equal(max firstHeld above, feed.PositionAfter(digits probe)))
+    )

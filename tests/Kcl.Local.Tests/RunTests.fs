@@ -274,6 +274,66 @@ let ``By default a shard's session keeps only its newest history, and the run en
     }
 
 [<Fact>]
+let ``A shard's feed lets go of what its checkpoints pass, and every record still arrives once and in order`` () =
+    task {
+        let feed = ShardFeed 0
+
+        for i in 1..2345 do
+            feed.Add({ PartitionKey = "pk"; Data = [| byte i |] }, DateTimeOffset.UtcNow)
+
+        feed.Complete()
+        let mutable heldAtCheckpoints = []
+
+        let driver =
+            { DriverSettings.Create([ "python3"; "children/misbehave.py"; "good" ], AppContext.BaseDirectory, 100) with
+                WaitLimit = TimeSpan.FromSeconds 20.0
+                History = SessionHistory.Whole
+            }
+
+        let hooks =
+            { DriverHooks.Silent with
+                // Called before the release that follows the checkpoint's reply: what the feed held until then.
+                Checkpointed = fun _ _ -> heldAtCheckpoints <- feed.Held :: heldAtCheckpoints
+            }
+
+        let start =
+            {
+                Feed = feed
+                Checkpoint = ("TRIM_HORIZON", 0L)
+                Position = 0
+                PreviouslyDelivered = 0
+            }
+
+        let! shard =
+            ShardDriver.run
+                driver
+                hooks
+                (ShardProgress(feed.ShardId, feed.Count))
+                start
+                CancellationToken.None
+                CancellationToken.None
+
+        Assert.Equal(ShardEnding.ShardEnded, shard.Ending)
+        Assert.Equal(2345, shard.Delivered)
+        Assert.Equal(2345, shard.Checkpointed)
+        Assert.Equal<string list>(
+            [ for i in 1L .. 2345L -> Shards.sequenceNumber 0 i ],
+            batchesOf shard |> List.collect (fun b -> [ for r in b -> r.SequenceNumber.Value ])
+        )
+
+        // A checkpoint a batch: released once the checkpoint passes half of what is held (1200 of 2345, then 600 of
+        // 1145...), the rest at the last batch's, so that nothing is held at SHARD_END's.
+        Assert.Equal<int list>(
+            List.replicate 12 2345
+            @ List.replicate 6 1145
+            @ List.replicate 3 545
+            @ List.replicate 2 245
+            @ [ 45; 0 ],
+            List.rev heldAtCheckpoints
+        )
+    }
+
+[<Fact>]
 let ``A duplicated batch comes before the batch read ahead, and a lost lease drops it`` () =
     task {
         let config = config "python3 children/misbehave.py good" [ "maxRecords = 100" ]
