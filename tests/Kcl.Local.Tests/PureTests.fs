@@ -437,8 +437,20 @@ let ``A feed lets go of released records in steps of half what it holds, and num
 [<Fact>]
 let ``A feed's position after a sequence number is the first record above it, aggregates and releases included`` () =
     // Non-decreasing sequence numbers, as a shard's are: an aggregate's records share one.
-    let steps = Gen.listOf (Gen.elements [ 0; 0; 1; 1; 2; 1000 ]) |> Gen.map (List.scan (+) 1)
-    let case = Gen.zip3 steps (Gen.choose (0, 40)) (Gen.choose (0, 1100))
+    let case =
+        gen {
+            let! ordinals = Gen.listOf (Gen.elements [ 0; 0; 1; 1; 2; 1000 ]) |> Gen.map (List.scan (+) 1)
+            let! release = Gen.choose (0, 40)
+            // Half the probes at or beside a record's own number, where "above" and "at or above" part.
+            let! probe =
+                Gen.oneof
+                    [
+                        Gen.choose (0, 1100)
+                        Gen.map2 (+) (Gen.elements [ -1; 0; 1 ]) (Gen.elements ordinals)
+                    ]
+
+            return ordinals, release, probe
+        }
 
     Check.One(
         Config.QuickThrowOnFailure.WithMaxTest 500,
