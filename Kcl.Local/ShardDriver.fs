@@ -558,9 +558,8 @@ module ShardDriver =
 
                             // Only a changed checkpoint is news to the lease table (a repeat of the same position
                             // is a silent success). Not `Checkpoints`: that list is rebuilt on every read.
-                            match session.Checkpoint with
-                            | Some position when session.Checkpoint <> before -> hooks.Checkpointed shardId position
-                            | _ -> ()
+                            let advanced = if session.Checkpoint <> before then session.Checkpoint else None
+                            advanced |> Option.iter (hooks.Checkpointed shardId)
 
                             if outcome.ReplyBytes.Length > 0 then
                                 let! replied = write (ArraySegment outcome.ReplyBytes)
@@ -570,10 +569,8 @@ module ShardDriver =
 
                             // Once the reply is on its way: no child of this run reads behind its checkpoint. Not
                             // past the cursor, where the rest of an aggregate under the same sequence number may wait.
-                            match session.Checkpoint with
-                            | Some position when
-                                session.Checkpoint <> before && position.SequenceNumber.Sentinel.IsNone
-                                ->
+                            match advanced with
+                            | Some position when position.SequenceNumber.Sentinel.IsNone ->
                                 start.Feed.Release(min cursor (start.Feed.PositionAfter position.SequenceNumber.Value))
                             | _ -> ()
                     | Next.SendAction ->
