@@ -186,6 +186,9 @@ type internal LineReader(stream: Stream, bufferSize: int, contiguousLimit: int) 
     member private _.Filled(read: int) =
         if read = 0 then ended <- true else finish <- finish + read
 
+    /// Watches the stream before each blocking read (stdin's pipe); null for none.
+    member val Watch: PipeWatch = null with get, set
+
     /// The next line, or None at the end of the stream, blocking while it waits. The bytes are valid until the next
     /// call.
     member this.ReadLine() : ReadOnlySequence<byte> voption =
@@ -194,7 +197,15 @@ type internal LineReader(stream: Stream, bufferSize: int, contiguousLimit: int) 
         let mutable result = this.TryTake &searching
 
         while searching do
-            this.Filled(stream.Read(this.Space().Span))
+            let space = this.Space()
+
+            match this.Watch with
+            | null -> this.Filled(stream.Read space.Span)
+            | watch ->
+                let began = watch.BeforeRead()
+                this.Filled(stream.Read space.Span)
+                watch.AfterRead began
+
             result <- this.TryTake &searching
 
         result
@@ -494,7 +505,9 @@ module Interpreter =
             let stdinThread =
                 match settings.Input with
                 | :? FileStream ->
-                    Some(new StdinThread(LineReader settings.Input, decode post, settings.Logger, readingFailed))
+                    let reader = LineReader settings.Input
+                    reader.Watch <- PipeWatch.ForStdin settings.Input
+                    Some(new StdinThread(reader, decode post, settings.Logger, readingFailed))
                 | _ -> None
 
             /// Runs user code on the stdin thread if the loop runs there now, between lines; else on the thread pool.

@@ -24,6 +24,7 @@ type Argument =
     | [<Unique>] Lease_Lost_After of batches: int
     | Jdk17_Charset
     | [<Unique>] Wait_Limit of seconds: int
+    | Shared_Cpus
     | Quiet
     | No_Progress
     | Json
@@ -56,6 +57,8 @@ type Argument =
             | Jdk17_Charset -> "write '?' for non-ASCII characters, as a JDK 17 daemon in a POSIX locale does."
             | Wait_Limit _ ->
                 "the bound in seconds on each wait for a child when timeoutInSeconds is unset (default 300)."
+            | Shared_Cpus ->
+                "run each shard's thread and its child wherever the system puts them (default on Linux: a CPU of its own for each shard's thread, while at most half are taken, the children on the others)."
             | Quiet -> "do not forward the children's stderr."
             | No_Progress -> "no live progress display, even on a terminal."
             | Json -> "print the summary as JSON."

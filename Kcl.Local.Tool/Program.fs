@@ -133,6 +133,7 @@ let private run (args: ParseResults<Argument>) =
                             DuplicateEvery = args.TryGetResult Duplicate_Batches |> Option.filter (fun n -> n > 0)
                             LeaseLostAfter = args.TryGetResult Lease_Lost_After
                             DefaultWaitLimit = TimeSpan.FromSeconds(float (args.GetResult(Wait_Limit, 300)))
+                            DedicatedCpus = not (args.Contains Shared_Cpus)
                             ChildStderr = childStderr
                             Log = fun line -> eprintfn "kcl-local: %s" line
                         }

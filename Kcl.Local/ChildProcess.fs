@@ -38,6 +38,90 @@ module private Native =
     [<DllImport("libc", SetLastError = true)>]
     extern int poll(PollFd& fds, unativeint count, int timeout)
 
+    // A CPU mask (`cpu_set_t`) as bytes, bit n for CPU n. pid 0 is the calling thread.
+    [<DllImport("libc", SetLastError = true)>]
+    extern int sched_getaffinity(int pid, unativeint size, byte[] mask)
+
+    [<DllImport("libc", SetLastError = true)>]
+    extern int sched_setaffinity(int pid, unativeint size, byte[] mask)
+
+/// Threads' CPU masks (Linux's sched_getaffinity and sched_setaffinity).
+[<RequireQualifiedAccess>]
+module internal CpuMask =
+    let private maskBytes = 128
+
+    let private toMask (cpus: int seq) =
+        let mask = Array.zeroCreate<byte> maskBytes
+
+        for cpu in cpus do
+            mask[cpu / 8] <- mask[cpu / 8] ||| (1uy <<< cpu % 8)
+
+        mask
+
+    let private ofMask (mask: byte[]) =
+        [| for cpu in 0 .. maskBytes * 8 - 1 do
+               if mask[cpu / 8] &&& (1uy <<< cpu % 8) <> 0uy then
+                   cpu |]
+
+    /// The CPUs a thread (0: the calling one) or a process (its id: its main thread) may run on; none where the
+    /// system cannot say (not Linux).
+    let get (pid: int) =
+        let mask = Array.zeroCreate<byte> maskBytes
+
+        if OperatingSystem.IsLinux() && Native.sched_getaffinity (pid, unativeint maskBytes, mask) = 0 then
+            ofMask mask
+        else
+            [||]
+
+    /// Confines the calling thread to the CPUs; false where the system refused or cannot (not Linux).
+    let confine (cpus: int[]) =
+        OperatingSystem.IsLinux()
+        && cpus.Length > 0
+        && Native.sched_setaffinity (0, unativeint maskBytes, toMask cpus) = 0
+
+/// Where shards' threads and their children run (Linux). A shard's thread spins while it watches its child's stdout,
+/// and a pipe write wakes the child on the writer's CPU: on a machine of 2 vCPUs the two then shared one while the other
+/// idled, in about half of the runs, and the child's own short watch of stdin (Kcl.Core's `PipeWatch`) spun against
+/// the shard's thread there. So a shard's thread gets a CPU of its own, while at most half of the CPUs are so taken,
+/// and its child starts on the others (bench/README.md, "Local daemon", "Seventeenth round").
+[<Sealed>]
+type internal CpuPlan(allowed: int[]) =
+    let reserved = Collections.Generic.SortedSet<int>()
+
+    static let shared = lazy (CpuPlan(CpuMask.get Environment.ProcessId))
+
+    /// The plan over the CPUs this process may run on (taskset and cpusets respected), shared by its shards.
+    static member Shared = shared.Force()
+
+    /// A CPU of its own for a shard's thread: the first allowed one not taken, while at most half are taken.
+    member _.TryReserve() : int option =
+        lock reserved (fun () ->
+            if allowed.Length < 2 || (reserved.Count + 1) * 2 > allowed.Length then
+                None
+            else
+                let cpu = allowed |> Array.find (fun cpu -> not (reserved.Contains cpu))
+                reserved.Add cpu |> ignore
+                Some cpu)
+
+    /// Gives a CPU back when its shard has ended.
+    member _.Release(cpu: int) =
+        lock reserved (fun () -> reserved.Remove cpu |> ignore)
+
+    /// The allowed CPUs that no shard's thread has taken: where children run.
+    member _.ForChildren() =
+        lock reserved (fun () -> allowed |> Array.filter (fun cpu -> not (reserved.Contains cpu)))
+
+    /// Starts a child from the calling thread, on the CPUs no shard's thread has taken (a process starts with the CPU
+    /// mask of the thread that starts it, so all the child's threads keep off them), then moves the calling thread
+    /// to its own CPU.
+    member this.StartOnOthers(own: int, start: unit -> 'T) : 'T =
+        CpuMask.confine (this.ForChildren()) |> ignore
+
+        try
+            start ()
+        finally
+            CpuMask.confine [| own |] |> ignore
+
 /// A stream that reads forward only: what such a stream must still answer, for a child's stdout and stderr.
 [<AbstractClass>]
 type internal ReadOnlyStream() =

@@ -56,6 +56,9 @@ type RunSettings =
         /// What each shard's session keeps of its history: `Latest` unless a test reads the whole transcript, since a
         /// whole history holds every batch's records and every line of the child's until the run ends.
         History: SessionHistory
+        /// On Linux, a CPU of its own for each shard's thread while at most half the CPUs are so taken, the children on
+        /// the others (`DriverSettings.DedicatedCpus`).
+        DedicatedCpus: bool
         /// Receives each line a child writes to stderr, with the shard id.
         ChildStderr: string -> string -> unit
         /// Receives the run's own log lines (meant for stderr).
@@ -63,7 +66,8 @@ type RunSettings =
     }
 
     /// A run of a generated stream with the default bounds (5 minutes per wait, 10 seconds to exit), only the latest
-    /// history in each shard's session, child stderr and logs dropped.
+    /// history in each shard's session, a CPU of its own for each shard's thread where one can be had, child
+    /// stderr and logs dropped.
     static member Create(config: DaemonConfig, stateDir: string, source: Source, shards: int) =
         {
             Config = config
@@ -80,6 +84,7 @@ type RunSettings =
             DefaultWaitLimit = TimeSpan.FromMinutes 5.0
             ExitLimit = TimeSpan.FromSeconds 10.0
             History = SessionHistory.Latest
+            DedicatedCpus = true
             ChildStderr = fun _ _ -> ()
             Log = ignore
         }
@@ -263,6 +268,7 @@ module LocalDaemon =
                             DuplicateEvery = settings.DuplicateEvery
                             LeaseLostAfter = settings.LeaseLostAfter
                             History = settings.History
+                            DedicatedCpus = settings.DedicatedCpus
                         }
 
                     let hooks =

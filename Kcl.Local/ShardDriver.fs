@@ -42,10 +42,14 @@ type DriverSettings =
         LeaseLostAfter: int option
         /// What the shard's session keeps of its history.
         History: SessionHistory
+        /// On Linux, gives the shard's thread a CPU of its own while at most half the CPUs are so taken, and starts the
+        /// child on the others, so that the two never share one (`false`: both run wherever the system puts them).
+        DedicatedCpus: bool
     }
 
     /// This child, started in `workingDirectory`, sent batches of at most `maxRecords` with no pause between reads,
-    /// the local daemon's default bounds (5 minutes per wait, 10 seconds to exit), no faults, the latest history.
+    /// the local daemon's default bounds (5 minutes per wait, 10 seconds to exit), no faults, the latest history, and
+    /// a CPU of its own for the shard's thread where one can be had.
     static member Create(command: string list, workingDirectory: string, maxRecords: int) =
         {
             Command = command
@@ -61,6 +65,7 @@ type DriverSettings =
             DuplicateEvery = None
             LeaseLostAfter = None
             History = SessionHistory.Latest
+            DedicatedCpus = true
         }
 
 /// Where a shard starts.
@@ -657,8 +662,24 @@ module ShardDriver =
         (stop: CancellationToken)
         (kill: CancellationToken)
         : Task<ShardResult> =
-        let launch () =
-            ChildProcess.start settings.WorkingDirectory settings.Command
-            |> Result.map ChildProcess.pipes
+        ShardThread.run start.Feed.ShardId (fun () ->
+            let plan = CpuPlan.Shared
+            let own = if settings.DedicatedCpus then plan.TryReserve() else None
 
-        ShardThread.run start.Feed.ShardId (fun () -> drive launch settings hooks progress start stop kill)
+            let launch () =
+                let started () =
+                    ChildProcess.start settings.WorkingDirectory settings.Command
+
+                let child =
+                    match own with
+                    | Some cpu -> plan.StartOnOthers(cpu, started)
+                    | None -> started ()
+
+                Result.map ChildProcess.pipes child
+
+            task {
+                try
+                    return! drive launch settings hooks progress start stop kill
+                finally
+                    own |> Option.iter plan.Release
+            })

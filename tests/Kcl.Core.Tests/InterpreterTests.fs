@@ -805,3 +805,113 @@ let ``a stream of long lines reuses its pieces, and a rare long line's are let g
 
     // Four short lines later only 2 MiB of pieces are left: the last long line needs new ones again.
     Assert.True(allocated[11] >= int64 (2 * mib), sprintf "%A" allocated)
+
+// The stdin thread's watch (PipeWatch), over a real pipe: a byte written now is a quick answer, one written later a
+// slow one.
+let private watchedPipe (limit: TimeSpan) =
+    let server = new Pipes.AnonymousPipeServerStream(Pipes.PipeDirection.Out)
+    let client = new Pipes.AnonymousPipeClientStream(Pipes.PipeDirection.In, server.ClientSafePipeHandle)
+    server, client, PipeWatch(int (client.SafePipeHandle.DangerousGetHandle()), limit)
+
+/// One wait for a byte through the watch: how long the watch itself took, and the byte the read then got.
+let private awaitByte (client: Stream) (watch: PipeWatch) =
+    let clock = Diagnostics.Stopwatch.StartNew()
+    let began = watch.BeforeRead()
+    let watched = clock.Elapsed
+    let got = client.ReadByte()
+    watch.AfterRead began
+    watched, got
+
+let private writeLater (server: Stream) (after: TimeSpan) (value: byte) =
+    Task.Run(fun () ->
+        Thread.Sleep after
+        server.WriteByte value
+        server.Flush())
+
+[<Fact>]
+let ``stdin is watched only after four quick answers in a row, and no longer after a slow one`` () =
+    if OperatingSystem.IsLinux() then
+        let server, client, watch = watchedPipe (TimeSpan.FromMilliseconds 20.0)
+        use _ = server
+        use _ = client
+
+        let quick () =
+            server.WriteByte 7uy
+            server.Flush()
+            Assert.Equal(7, snd (awaitByte client watch))
+
+        Assert.False watch.Watching
+
+        for _ in 1..3 do
+            quick ()
+
+        Assert.False watch.Watching
+        quick ()
+        Assert.True watch.Watching
+
+        let slow = writeLater server (TimeSpan.FromMilliseconds 200.0) 9uy
+        Assert.Equal(9, snd (awaitByte client watch))
+        slow.Wait()
+        Assert.False watch.Watching
+
+        for _ in 1..4 do
+            quick ()
+
+        Assert.True watch.Watching
+
+[<Fact>]
+let ``a watch spins to its limit when nothing comes, and the read that follows still gets the late byte`` () =
+    if OperatingSystem.IsLinux() then
+        let limit = TimeSpan.FromMilliseconds 30.0
+        let server, client, watch = watchedPipe limit
+        use _ = server
+        use _ = client
+
+        for _ in 1..4 do
+            server.WriteByte 1uy
+            server.Flush()
+            awaitByte client watch |> ignore
+
+        let late = writeLater server (TimeSpan.FromMilliseconds 300.0) 5uy
+        let watched, got = awaitByte client watch
+        late.Wait()
+        Assert.True(watched >= limit, sprintf "the watch gave up after %O, before its limit" watched)
+        Assert.Equal(5, got)
+
+[<Fact>]
+let ``a watch ends as soon as bytes come, and an unwatched wait does not spin`` () =
+    if OperatingSystem.IsLinux() then
+        let server, client, watch = watchedPipe (TimeSpan.FromSeconds 5.0)
+        use _ = server
+        use _ = client
+
+        // Not yet watching: the wait goes straight to the blocking read.
+        let first = writeLater server (TimeSpan.FromMilliseconds 100.0) 2uy
+        let unwatched, got = awaitByte client watch
+        first.Wait()
+        Assert.Equal(2, got)
+        Assert.True(unwatched < TimeSpan.FromMilliseconds 50.0, sprintf "an unwatched wait spun for %O" unwatched)
+
+        for _ in 1..4 do
+            server.WriteByte 1uy
+            server.Flush()
+            awaitByte client watch |> ignore
+
+        Assert.True watch.Watching
+        let soon = writeLater server (TimeSpan.FromMilliseconds 20.0) 3uy
+        let watched, got = awaitByte client watch
+        soon.Wait()
+        Assert.Equal(3, got)
+        Assert.True(watched < TimeSpan.FromSeconds 2.5, sprintf "the watch went on for %O after the byte came" watched)
+
+[<Fact>]
+let ``the stdin watch's limit comes from KCL_STDIN_WATCH_MICROSECONDS, 0 turning it off`` () =
+    Assert.Equal("KCL_STDIN_WATCH_MICROSECONDS", PipeWatch.Variable)
+    Assert.Equal(TimeSpan.FromMicroseconds 200.0, PipeWatch.LimitFrom null)
+    Assert.Equal(TimeSpan.FromMicroseconds 200.0, PipeWatch.LimitFrom "")
+    Assert.Equal(TimeSpan.FromMicroseconds 200.0, PipeWatch.LimitFrom "-5")
+    Assert.Equal(TimeSpan.FromMicroseconds 200.0, PipeWatch.LimitFrom "fast")
+    Assert.Equal(TimeSpan.Zero, PipeWatch.LimitFrom "0")
+    Assert.Equal(TimeSpan.FromMicroseconds 50.0, PipeWatch.LimitFrom "50")
+    // Only a process's own stdin, a file descriptor, is watched.
+    Assert.Null(PipeWatch.ForStdin(new MemoryStream()))

@@ -207,3 +207,50 @@ let ``A child's stderr is read at once when it was quiet, and after a pause when
 
     writer.Dispose()
     Assert.Null(reader.ReadLine())
+
+[<Fact>]
+let ``A child started apart runs off its shard's CPU, and the starting thread then runs on that CPU alone`` () =
+    let cpus = CpuMask.get 0
+
+    // Only Linux can say, and a machine of one CPU has nothing to set apart.
+    if cpus.Length >= 2 then
+        let outcome =
+            Tasks.TaskCompletionSource<int * int[] * int[]>(Tasks.TaskCreationOptions.RunContinuationsAsynchronously)
+
+        // A thread of its own, since the test's would stay confined.
+        let work () =
+            try
+                let plan = CpuPlan cpus
+                let own = (plan.TryReserve()).Value
+
+                let child =
+                    plan.StartOnOthers(
+                        own,
+                        fun () ->
+                            let info = Diagnostics.ProcessStartInfo("cat", "/proc/self/status")
+                            info.RedirectStandardOutput <- true
+                            Diagnostics.Process.Start info
+                    )
+
+                let status = child.StandardOutput.ReadToEnd()
+                child.WaitForExit()
+
+                let allowed =
+                    status.Split('\n')
+                    |> Array.find (fun line -> line.StartsWith "Cpus_allowed_list:")
+                    |> fun line -> line.Substring(line.IndexOf ':' + 1).Trim()
+                    |> fun list ->
+                        [| for part in list.Split ',' do
+                               match part.Split '-' with
+                               | [| one |] -> int one
+                               | [| first; last |] -> yield! [ int first .. int last ]
+                               | _ -> failwithf "unexpected CPU list %s" list |]
+
+                outcome.SetResult((own, allowed, CpuMask.get 0))
+            with e ->
+                outcome.SetException e
+
+        Threading.Thread(work).Start()
+        let own, childCpus, threadCpus = outcome.Task.Result
+        Assert.Equal<int[]>(cpus |> Array.filter ((<>) own), childCpus)
+        Assert.Equal<int[]>([| own |], threadCpus)

@@ -473,3 +473,22 @@ let ``A feed's position after a sequence number is the first record above it, ag
             let above = ordinals |> List.tryFindIndex (fun o -> o > probe) |> Option.defaultValue ordinals.Length
             Assert.Equal(max firstHeld above, feed.PositionAfter(digits probe)))
     )
+
+[<Fact>]
+let ``A CPU plan gives shards' threads CPUs of their own up to half the CPUs, and children the rest`` () =
+    let plan = CpuPlan [| 3; 5; 7; 9 |]
+    Assert.Equal(Some 3, plan.TryReserve())
+    Assert.Equal(Some 5, plan.TryReserve())
+    Assert.Equal(None, plan.TryReserve())
+    Assert.Equal<int[]>([| 7; 9 |], plan.ForChildren())
+    plan.Release 3
+    Assert.Equal<int[]>([| 3; 7; 9 |], plan.ForChildren())
+    Assert.Equal(Some 3, plan.TryReserve())
+
+    let pair = CpuPlan [| 0; 1 |]
+    Assert.Equal(Some 0, pair.TryReserve())
+    Assert.Equal<int[]>([| 1 |], pair.ForChildren())
+    Assert.Equal(None, pair.TryReserve())
+    // One CPU, or none known (not Linux): nothing to set apart.
+    Assert.Equal(None, (CpuPlan [| 0 |]).TryReserve())
+    Assert.Equal(None, (CpuPlan [||]).TryReserve())
