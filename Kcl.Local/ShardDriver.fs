@@ -339,7 +339,8 @@ module ShardDriver =
                             return false
                     }
 
-                // A batch's line, spliced into the pipe as far as it has room, the rest written after.
+                // A batch's line, spliced into the pipe while the child reads it; what the child made no room for
+                // within 100 ms is written after, while the driver watches for the child's lines.
                 let writeBatch (line: ArraySegment<byte>) =
                     let taken = ChildProcess.splice stdin line
 

@@ -254,3 +254,47 @@ let ``A child started apart runs off its shard's CPU, and the starting thread th
         let own, childCpus, threadCpus = outcome.Task.Result
         Assert.Equal<int[]>(cpus |> Array.filter ((<>) own), childCpus)
         Assert.Equal<int[]>([| own |], threadCpus)
+
+[<Fact>]
+let ``A batch larger than the pipe is spliced whole while the child reads, byte for byte`` () =
+    if OperatingSystem.IsLinux() then
+        use server = new AnonymousPipeServerStream(PipeDirection.Out)
+        use client = new AnonymousPipeClientStream(PipeDirection.In, server.ClientSafePipeHandle)
+        let random = Random 17
+        let line = GC.AllocateUninitializedArray<byte>(3 * 1024 * 1024 + 5, pinned = true)
+        random.NextBytes line
+
+        // A slow reader: small reads with pauses, so the splice keeps waiting for room.
+        let received =
+            Tasks.Task.Run(fun () ->
+                let got = new MemoryStream()
+                let buffer = Array.zeroCreate<byte> 8192
+                let mutable n = client.Read(buffer, 0, buffer.Length)
+
+                while n > 0 do
+                    got.Write(buffer, 0, n)
+
+                    if got.Length % (256L * 1024L) < 8192L then
+                        Thread.Sleep 2
+
+                    n <- if got.Length = int64 line.Length then 0 else client.Read(buffer, 0, buffer.Length)
+
+                got.ToArray())
+
+        let put = ChildProcess.splice server (ArraySegment line)
+        Assert.Equal(line.Length, put)
+        Assert.Equal<byte[]>(line, received.Result)
+
+[<Fact>]
+let ``A splice into a pipe nobody reads gives up after a short wait, and one into a closed pipe at once`` () =
+    if OperatingSystem.IsLinux() then
+        use server = new AnonymousPipeServerStream(PipeDirection.Out)
+        let client = new AnonymousPipeClientStream(PipeDirection.In, server.ClientSafePipeHandle)
+        let line = GC.AllocateUninitializedArray<byte>(4 * 1024 * 1024, pinned = true)
+        let clock = Diagnostics.Stopwatch.StartNew()
+        let put = ChildProcess.splice server (ArraySegment line)
+        // What the pipe held, and no more: the rest is the caller's, to write while it watches for the child's lines.
+        Assert.InRange(put, 1, line.Length - 1)
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds 5.0, sprintf "the splice waited %O" clock.Elapsed)
+        client.Dispose()
+        Assert.Equal(0, ChildProcess.splice server (ArraySegment(line, put, line.Length - put)))
