@@ -14,7 +14,8 @@ open System.IO
 open System.Runtime.InteropServices
 open System.Threading
 
-module internal PipeWatchNative =
+/// poll(2), Linux: here for the stdin watch, and for kcl-local's watch of a child's stdout and its splices.
+module internal Poll =
     /// One descriptor for poll: `struct pollfd`.
     [<Struct; StructLayout(LayoutKind.Sequential)>]
     type PollFd =
@@ -36,8 +37,8 @@ type internal PipeWatch(fd: int, limit: TimeSpan) =
     let mutable waits = 0
 
     let hasBytes () =
-        let mutable target = PipeWatchNative.PollFd(Fd = fd, Events = 1s)
-        PipeWatchNative.poll (&target, 1un, 0) > 0
+        let mutable target = Poll.PollFd(Fd = fd, Events = 1s)
+        Poll.poll (&target, 1un, 0) > 0
 
     /// The environment variable that sets the watch's limit in microseconds; 0 turns it off.
     static member Variable = "KCL_STDIN_WATCH_MICROSECONDS"

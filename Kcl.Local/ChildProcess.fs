@@ -28,16 +28,6 @@ module private Native =
     [<DllImport("libc", SetLastError = true)>]
     extern nativeint vmsplice(int fd, IoVec& iov, unativeint count, uint32 flags)
 
-    /// One descriptor for poll: `struct pollfd`.
-    [<Struct; StructLayout(LayoutKind.Sequential)>]
-    type PollFd =
-        val mutable Fd: int
-        val mutable Events: int16
-        val mutable ReturnedEvents: int16
-
-    [<DllImport("libc", SetLastError = true)>]
-    extern int poll(PollFd& fds, unativeint count, int timeout)
-
     // A CPU mask (`cpu_set_t`) as bytes, bit n for CPU n. pid 0 is the calling thread.
     [<DllImport("libc", SetLastError = true)>]
     extern int sched_getaffinity(int pid, unativeint size, byte[] mask)
@@ -208,8 +198,8 @@ type internal WatchedPipe(pipe: PipeStream) =
         reading.Task
 
     let ready timeout =
-        let mutable target = Native.PollFd(Fd = fd, Events = 1s)
-        Native.poll (&target, 1un, timeout) > 0
+        let mutable target = Kcl.Core.Poll.PollFd(Fd = fd, Events = 1s)
+        Kcl.Core.Poll.poll (&target, 1un, timeout) > 0
 
     /// True when the pipe holds bytes or has ended now.
     member _.HasBytes() = OperatingSystem.IsLinux() && ready 0
@@ -512,8 +502,8 @@ module ChildProcess =
                     put <- put + spliced
                 else
                     // Full (EAGAIN) or broken: wait for room, and stop if none comes or the child is gone.
-                    let mutable target = Native.PollFd(Fd = fd, Events = 4s)
-                    going <- Native.poll (&target, 1un, roomWait) > 0 && target.ReturnedEvents = 4s
+                    let mutable target = Kcl.Core.Poll.PollFd(Fd = fd, Events = 4s)
+                    going <- Kcl.Core.Poll.poll (&target, 1un, roomWait) > 0 && target.ReturnedEvents = 4s
 
             put
         | _ -> 0
