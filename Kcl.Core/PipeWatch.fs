@@ -2,9 +2,9 @@
     A short watch of stdin before a read blocks. A thread blocked in read(2) is woken by the daemon's write, and on a
     virtual machine a halted vCPU takes tens of microseconds to wake: two such wake-ups in every batch (the checkpoint's
     reply, then the next batch) are a large part of a batch's time at 100 B records when the daemon answers at once, as
-    kcl-local does (bench/README.md, "Local daemon", "Seventeenth round"). The watch polls the pipe without waiting, for a bounded
-    time, only while the daemon's last answers all came within it; the real daemon's checkpoint replies wait for a
-    DynamoDB write, milliseconds, so under it the watch stays off and costs a clock read per read.
+    kcl-local does (bench/README.md, "Local daemon", "Seventeenth round"). The watch polls the pipe without waiting,
+    for a bounded time, only while the daemon's last answers all came within it; the real daemon's checkpoint replies
+    wait for a DynamoDB write, milliseconds, so under it the watch stays off and costs two clock reads per read.
 *)
 namespace Kcl.Core
 

@@ -70,10 +70,10 @@ module internal CpuMask =
         && Native.sched_setaffinity (0, unativeint maskBytes, toMask cpus) = 0
 
 /// Where shards' threads and their children run (Linux). A shard's thread spins while it watches its child's stdout,
-/// and a pipe write wakes the child on the writer's CPU: on a machine of 2 vCPUs the two then shared one while the other
-/// idled, in about half of the runs, and the child's own short watch of stdin (Kcl.Core's `PipeWatch`) spun against
-/// the shard's thread there. So a shard's thread gets a CPU of its own, while at most half of the CPUs are so taken,
-/// and its child starts on the others (bench/README.md, "Local daemon", "Seventeenth round").
+/// and a pipe write wakes the child on the writer's CPU: on a machine of 2 vCPUs the two then often shared one while
+/// the other idled, and the child's own short watch of stdin (Kcl.Core's `PipeWatch`) spun against the shard's thread
+/// there. So a shard's thread gets a CPU of its own, while at most half of the CPUs are so taken, and its child starts
+/// on the others (bench/README.md, "Local daemon", "Seventeenth round").
 [<Sealed>]
 type internal CpuPlan(allowed: int[]) =
     let reserved = Collections.Generic.SortedSet<int>()
