@@ -26,6 +26,19 @@ module internal Poll =
     [<DllImport("libc", SetLastError = true)>]
     extern int poll(PollFd& fds, unativeint count, int timeout)
 
+    let private pollIn = 1s
+    let private pollOut = 4s
+
+    /// Whether the descriptor has bytes to read, or has ended, within `timeout` milliseconds (0: now).
+    let readable (fd: int) (timeout: int) =
+        let mutable target = PollFd(Fd = fd, Events = pollIn)
+        poll (&target, 1un, timeout) > 0
+
+    /// Whether a pipe's write end has room within `timeout` milliseconds, its reader still there.
+    let writable (fd: int) (timeout: int) =
+        let mutable target = PollFd(Fd = fd, Events = pollOut)
+        poll (&target, 1un, timeout) > 0 && target.ReturnedEvents = pollOut
+
 /// Watches a pipe for up to `limit` before a blocking read, while each of the last few waits for bytes was within
 /// the limit. Used by the one thread that reads stdin.
 [<Sealed; AllowNullLiteral>]
@@ -35,10 +48,6 @@ type internal PipeWatch(fd: int, limit: TimeSpan) =
     // answered quickly a few times in a row.
     let recentWaits = Array.create 4 Int64.MaxValue
     let mutable waits = 0
-
-    let hasBytes () =
-        let mutable target = Poll.PollFd(Fd = fd, Events = 1s)
-        Poll.poll (&target, 1un, 0) > 0
 
     /// The environment variable that sets the watch's limit in microseconds; 0 turns it off.
     static member Variable = "KCL_STDIN_WATCH_MICROSECONDS"
@@ -72,11 +81,11 @@ type internal PipeWatch(fd: int, limit: TimeSpan) =
 
         if this.Watching then
             let until = began + limitTicks
-            let mutable found = hasBytes ()
+            let mutable found = Poll.readable fd 0
 
             while not found && Stopwatch.GetTimestamp() < until do
                 Thread.SpinWait 20
-                found <- hasBytes ()
+                found <- Poll.readable fd 0
 
         began
 

@@ -198,8 +198,7 @@ type internal WatchedPipe(pipe: PipeStream) =
         reading.Task
 
     let ready timeout =
-        let mutable target = Kcl.Core.Poll.PollFd(Fd = fd, Events = 1s)
-        Kcl.Core.Poll.poll (&target, 1un, timeout) > 0
+        Kcl.Core.Poll.readable fd timeout
 
     /// True when the pipe holds bytes or has ended now.
     member _.HasBytes() = OperatingSystem.IsLinux() && ready 0
@@ -502,8 +501,7 @@ module ChildProcess =
                     put <- put + spliced
                 else
                     // Full (EAGAIN) or broken: wait for room, and stop if none comes or the child is gone.
-                    let mutable target = Kcl.Core.Poll.PollFd(Fd = fd, Events = 4s)
-                    going <- Kcl.Core.Poll.poll (&target, 1un, roomWait) > 0 && target.ReturnedEvents = 4s
+                    going <- Kcl.Core.Poll.writable fd roomWait
 
             put
         | _ -> 0
