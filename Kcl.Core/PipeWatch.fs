@@ -8,11 +8,14 @@
 *)
 namespace Kcl.Core
 
+#nowarn "9" "51" // poll(2) takes the address of a pollfd on the stack
+
 open System
 open System.Diagnostics
 open System.IO
 open System.Runtime.InteropServices
 open System.Threading
+open Microsoft.FSharp.NativeInterop
 
 /// poll(2), Linux: here for the stdin watch, and for kcl-local's watch of a child's stdout and its splices.
 module internal Poll =
@@ -23,8 +26,9 @@ module internal Poll =
         val mutable Events: int16
         val mutable ReturnedEvents: int16
 
-    [<DllImport("libc", SetLastError = true)>]
-    extern int poll(PollFd& fds, unativeint count, int timeout)
+    // No marshalling (a pointer, no SetLastError), so crossgen precompiles the call, as Native's in Stdio.fs.
+    [<DllImport("libc")>]
+    extern int poll(nativeint fds, unativeint count, int timeout)
 
     let private pollIn = 1s
     let private pollOut = 4s
@@ -32,12 +36,12 @@ module internal Poll =
     /// Whether the descriptor has bytes to read, or has ended, within `timeout` milliseconds (0: now).
     let readable (fd: int) (timeout: int) =
         let mutable target = PollFd(Fd = fd, Events = pollIn)
-        poll (&target, 1un, timeout) > 0
+        poll (NativePtr.toNativeInt &&target, 1un, timeout) > 0
 
     /// Whether a pipe's write end has room within `timeout` milliseconds, its reader still there.
     let writable (fd: int) (timeout: int) =
         let mutable target = PollFd(Fd = fd, Events = pollOut)
-        poll (&target, 1un, timeout) > 0 && target.ReturnedEvents = pollOut
+        poll (NativePtr.toNativeInt &&target, 1un, timeout) > 0 && target.ReturnedEvents = pollOut
 
 /// Watches a pipe for up to `limit` before a blocking read, while each of the last few waits for bytes was within
 /// the limit. Used by the one thread that reads stdin.

@@ -6,7 +6,7 @@
 *)
 namespace Kcl.Core
 
-#nowarn "9" // roomForPipes pins an array for pipe2(2)
+#nowarn "9" // pipe2(2), readlink(2) and opendir(3) take pinned arrays
 
 open System
 open System.Globalization
@@ -17,31 +17,37 @@ open Microsoft.FSharp.NativeInterop
 open Microsoft.Win32.SafeHandles
 
 module internal Native =
-    [<DllImport("libc", SetLastError = true)>]
+    // No marshalling in these, so crossgen precompiles the calls: SetLastError, a string or an array each needs a stub
+    // that is JIT-compiled at full optimisation while the child starts (bench/README.md, "Start-up", "Third round").
+    // A failed call's errno is read with Marshal.GetLastSystemError right after it, as LibraryImport's generated code
+    // does.
+    [<DllImport("libc")>]
     extern int fcntl(int fd, int cmd, int arg)
 
-    [<DllImport("libc", SetLastError = true)>]
+    [<DllImport("libc")>]
     extern int dup2(int oldFd, int newFd)
 
-    [<DllImport("libc", SetLastError = true)>]
+    [<DllImport("libc")>]
     extern int pipe2(nativeint fds, int flags)
 
-    [<DllImport("libc", SetLastError = true)>]
+    [<DllImport("libc")>]
     extern int close(int fd)
 
-    [<DllImport("libc", SetLastError = true)>]
+    [<DllImport("libc")>]
     extern int dup3(int oldFd, int newFd, int flags)
 
-    [<DllImport("libc", SetLastError = true)>]
-    extern nativeint readlink(string path, byte[] buffer, nativeint size)
+    /// `path` is NUL-terminated UTF-8.
+    [<DllImport("libc")>]
+    extern nativeint readlink(nativeint path, nativeint buffer, nativeint size)
 
-    [<DllImport("libc", SetLastError = true)>]
-    extern nativeint opendir(string path)
+    /// `path` is NUL-terminated UTF-8.
+    [<DllImport("libc")>]
+    extern nativeint opendir(nativeint path)
 
-    [<DllImport("libc", SetLastError = true)>]
+    [<DllImport("libc")>]
     extern nativeint readdir(nativeint directory)
 
-    [<DllImport("libc", SetLastError = true)>]
+    [<DllImport("libc")>]
     extern int closedir(nativeint directory)
 
     [<DllImport("kernel32.dll", SetLastError = true)>]
@@ -166,8 +172,8 @@ type StandardStreams internal (input: Stream, output: Stream) =
 /// Claims the real stdin and stdout for the protocol.
 [<RequireQualifiedAccess>]
 module Stdio =
-    let private fail what =
-        let error = Marshal.GetLastPInvokeError()
+    /// Raises the failure of `what`, with the error code read right after the call failed.
+    let private fail what (error: int) =
         raise (IOException(what + " failed (error " + error.ToString(CultureInfo.InvariantCulture) + ")"))
 
     // The takeover runs before the daemon gets its `initialize` answer, so it stays off the costly first uses:
@@ -177,8 +183,17 @@ module Stdio =
     /// What an open file descriptor refers to, e.g. "pipe:[1234]" as bytes, where /proc tells (Linux).
     let private describeFd (fd: int) =
         let target = Array.zeroCreate<byte> 512
-        let path = "/proc/self/fd/" + fd.ToString(CultureInfo.InvariantCulture)
-        let length = Native.readlink (path, target, nativeint target.Length)
+        let path = Text.Encoding.ASCII.GetBytes("/proc/self/fd/" + fd.ToString(CultureInfo.InvariantCulture) + "\000")
+        use pathStart = fixed path
+        use targetStart = fixed target
+
+        let length =
+            Native.readlink (
+                NativePtr.toNativeInt pathStart,
+                NativePtr.toNativeInt targetStart,
+                nativeint target.Length
+            )
+
         if length > 0n && length < nativeint target.Length then Some(Array.sub target 0 (int length)) else None
 
     /// The open file descriptors, as /proc/self/fd lists them (Linux); empty where there is no /proc.
@@ -195,7 +210,9 @@ module Stdio =
             with _ ->
                 [||]
         else
-            let directory = Native.opendir "/proc/self/fd"
+            let path = "/proc/self/fd\000"B
+            use pathStart = fixed path
+            let directory = Native.opendir (NativePtr.toNativeInt pathStart)
 
             if directory = 0n then
                 [||]
@@ -240,7 +257,8 @@ module Stdio =
                 match describeFd fd with
                 | Some target when target.AsSpan().SequenceEqual(ReadOnlySpan original) ->
                     if Native.dup3 (2, fd, CloseOnExec) < 0 then
-                        fail ("dup3(2, " + fd.ToString(CultureInfo.InvariantCulture) + ")")
+                        let error = Marshal.GetLastSystemError()
+                        fail ("dup3(2, " + fd.ToString(CultureInfo.InvariantCulture) + ")") error
                 | _ -> ()
 
     /// The per-user soft limit on pipe memory, in pages; 0 where there is none or it cannot be read.
@@ -301,8 +319,8 @@ module Stdio =
         // drains our stdout until EOF when the shard ends, would wait for them too.
         let dupCloexec = if OperatingSystem.IsMacOS() || OperatingSystem.IsIOS() then 67 else 1030
         let privateFd = Native.fcntl (1, dupCloexec, 3)
-        if privateFd < 0 then fail "fcntl(1, F_DUPFD_CLOEXEC)"
-        if Native.dup2 (2, 1) < 0 then fail "dup2(2, 1)"
+        if privateFd < 0 then fail "fcntl(1, F_DUPFD_CLOEXEC)" (Marshal.GetLastSystemError())
+        if Native.dup2 (2, 1) < 0 then fail "dup2(2, 1)" (Marshal.GetLastSystemError())
         // Only Linux has /proc to find them; elsewhere, writers built before the takeover keep the original stdout.
         original |> Option.iter (fun original -> redirectDuplicates original privateFd)
         new FileStream(new SafeFileHandle(nativeint privateFd, true), FileAccess.Write, 1) :> Stream
@@ -316,10 +334,10 @@ module Stdio =
         let self = Native.GetCurrentProcess()
 
         if not (Native.DuplicateHandle(self, original, self, &privateHandle, 0u, false, sameAccess)) then
-            fail "DuplicateHandle(stdout)"
+            fail "DuplicateHandle(stdout)" (Marshal.GetLastPInvokeError())
 
         if not (Native.SetStdHandle(stdOutput, Native.GetStdHandle stdError)) then
-            fail "SetStdHandle(stdout, stderr)"
+            fail "SetStdHandle(stdout, stderr)" (Marshal.GetLastPInvokeError())
 
         new FileStream(new SafeFileHandle(privateHandle, true), FileAccess.Write, 1) :> Stream
 
