@@ -8,6 +8,7 @@ module Kcl.Core.Json
 open System
 open System.Buffers
 open System.Text
+open System.Runtime.CompilerServices
 open System.Text.Json
 open Kcl.Core.JsonText
 open Kcl.Core.JsonDecode
@@ -70,12 +71,17 @@ let private decodeDaemonWith (reader: byref<Utf8JsonReader>) : Result<DaemonMess
     with ProtocolFailure error ->
         Error error
 
+// Apart from decodeDaemonMessage, whose precompiled code would otherwise load the JSON reader's types on its first
+// call: the child's first line, `initialize`, is read by hand and answered without them.
+[<MethodImpl(MethodImplOptions.NoInlining)>]
+let private decodeDaemonSpanByReader (line: ReadOnlySpan<byte>) =
+    let mutable reader = Utf8JsonReader(line)
+    decodeDaemonWith &reader
+
 let decodeDaemonMessage (line: ReadOnlySpan<byte>) : Result<DaemonMessage, ProtocolError> =
     match JsonDecode.tryDecodeDaemonLayout line with
-    | ValueSome batch -> Ok batch
-    | ValueNone ->
-        let mutable reader = Utf8JsonReader(line)
-        decodeDaemonWith &reader
+    | ValueSome message -> Ok message
+    | ValueNone -> decodeDaemonSpanByReader line
 
 let internal decodeDaemonByReader (line: ReadOnlySequence<byte>) : Result<DaemonMessage, ProtocolError> =
     let mutable reader = Utf8JsonReader(line)

@@ -253,7 +253,7 @@ let private decodeProcessRecords (reader: byref<Utf8JsonReader>) =
 // forbids or one out of range, invalid UTF-8) stops the reading at the first byte that differs, and the reader decodes
 // the line instead, so what is accepted, what it decodes to and every error stay the reader's.
 
-/// The daemon's layout of a batch, read here and written the same way by DaemonLine.
+/// The daemon's layout of a batch and of `initialize`, read here; DaemonLine writes batches the same way.
 module Layout =
     let batchStart = "{\"action\":\"processRecords\",\"records\":["B
     let dataField = "{\"data\":"B
@@ -263,6 +263,7 @@ module Layout =
     let subSequenceNumberField = ",\"subSequenceNumber\":"B
     let recordEnd = ",\"action\":\"record\"}"B
     let batchEnd = "],\"millisBehindLatest\":"B
+    let initializeStart = "{\"action\":\"initialize\",\"shardId\":"B
 
 open Layout
 
@@ -524,12 +525,60 @@ let private batchOf (records: BatchRecords) (line: ReadOnlySpan<byte>) (position
     else
         ValueNone
 
-/// A `processRecords` line in the daemon's own layout, decoded as the reader decodes it; ValueNone for any other line.
+/// A string of printable ASCII without escapes at `position`, or `null` (as a null string); false for anything else.
+let private asciiTextOrNull (line: ReadOnlySpan<byte>) (position: byref<int>) (text: byref<string>) =
+    if skipNull line &position then
+        text <- null
+        true
+    else
+        let close = closingQuote line position
+        let content = if close < 0 then ReadOnlySpan.Empty else line.Slice(position + 1, close - position - 1)
+
+        if close < 0 || content.ContainsAnyExceptInRange(0x20uy, 0x7Euy) then
+            false
+        else
+            text <- Encoding.ASCII.GetString content
+            position <- close + 1
+            true
+
+/// An `initialize` line in the daemon's own layout. It is the child's first line, so reading it by hand keeps the JSON
+/// reader's start-up (its assembly and its static tables) out of the time to the first answer (bench/README.md,
+/// "Start-up", "Third round"). A null shard id or a sequence number that is neither digits nor a sentinel is left to
+/// the reader, which names the problem.
+let private layoutInitialize (line: ReadOnlySpan<byte>) =
+    let mutable position = 0
+    let mutable shardId = null
+    let mutable sequence = null
+    let mutable subSequence = ValueNone
+
+    if
+        skip line &position initializeStart
+        && asciiTextOrNull line &position &shardId
+        && not (isNull shardId)
+        && skip line &position sequenceNumberField
+        && asciiTextOrNull line &position &sequence
+        && skip line &position subSequenceNumberField
+        && integerOrNull line &position &subSequence
+        && position = line.Length - 1
+        && line[position] = byte '}'
+    then
+        if isNull sequence then
+            ValueSome(DaemonMessage.Initialize(ShardId shardId, None, ValueOption.toOption subSequence))
+        else
+            match SequenceNumber.tryParse sequence with
+            | Ok parsed ->
+                ValueSome(DaemonMessage.Initialize(ShardId shardId, Some parsed, ValueOption.toOption subSequence))
+            | Error _ -> ValueNone
+    else
+        ValueNone
+
+/// A `processRecords` or `initialize` line in the daemon's own layout, decoded as the reader decodes it; ValueNone for
+/// any other line.
 let tryDecodeDaemonLayout (line: ReadOnlySpan<byte>) : DaemonMessage voption =
     let mutable position = 0
 
     if not (skip line &position batchStart) then
-        ValueNone
+        layoutInitialize line
     else
         let records = BatchRecords()
         let blocks = PayloadBlocks()

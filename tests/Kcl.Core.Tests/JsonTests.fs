@@ -985,14 +985,55 @@ let private plainBatch =
         return DaemonMessage.ProcessRecords(records, behind)
     }
 
+// An `initialize` as the daemon writes it: a printable ASCII shard id, digits, a sentinel or null, and a sub-sequence
+// number or null.
+let private plainInitialize =
+    let printable =
+        [ ' ' .. '~' ] |> List.filter (fun c -> c <> '"' && c <> '\\') |> Gen.elements |> Gen.arrayOf |> Gen.map String
+
+    Gen.map3
+        (fun shard sequence sub -> DaemonMessage.Initialize(ShardId shard, sequence, sub))
+        (Gen.oneof [ printable; Gen.map (sprintf "shardId-%012d") (Gen.choose (0, Int32.MaxValue)) ])
+        (Gen.optionOf sequenceNumber)
+        (Gen.optionOf int64Value)
+
+/// Whether a message encoded in the daemon's layout is read by hand, to the message the reader gives.
+let private readByHandAsTheReaderReads (message: DaemonMessage) =
+    let bytes = encodeUtf8 message
+    JsonDecode.tryDecodeDaemonLayout (ReadOnlySpan bytes) = ValueSome message && readerOnly bytes = Ok message
+
+[<Fact>]
+let ``an initialize in the daemon's layout is read by hand, to the message the reader gives`` () =
+    Prop.forAll (Arb.fromGen plainInitialize) readByHandAsTheReaderReads |> check 300
+
+[<Fact>]
+let ``an initialize the hand reading cannot take is the reader's, which names what is wrong`` () =
+    let line shard sequence =
+        utf8 (
+            "{\"action\":\"initialize\",\"shardId\":"
+            + shard
+            + ",\"sequenceNumber\":"
+            + sequence
+            + ",\"subSequenceNumber\":0}"
+        )
+
+    let unreadable =
+        [ line "null" "null"; line "\"s\"" "\"12x\""; line "\"s\\u0041\"" "null"; line "\"é\"" "\"LATEST\"" ]
+
+    for bytes in unreadable do
+        Assert.Equal(ValueNone, JsonDecode.tryDecodeDaemonLayout (ReadOnlySpan bytes))
+
+    Assert.Equal(Error(ProtocolError.MissingField("initialize", "shardId")), decodeBytes (line "null" "null"))
+
+    match decodeBytes (line "\"s\"" "\"12x\"") with
+    | Error(ProtocolError.InvalidValue("initialize", "sequenceNumber", _)) -> ()
+    | other -> failwithf "unexpected %A" other
+
+    Assert.Equal(Ok(DaemonMessage.Initialize(ShardId "sA", None, Some 0L)), decodeBytes (line "\"s\\u0041\"" "null"))
+
 [<Fact>]
 let ``a batch in the daemon's layout is read by hand, to the records the reader gives`` () =
-    Prop.forAll (Arb.fromGen plainBatch) (fun message ->
-        let bytes = encodeUtf8 message
-
-        JsonDecode.tryDecodeDaemonLayout (ReadOnlySpan bytes) = ValueSome message
-        && readerOnly bytes = Ok message)
-    |> check 300
+    Prop.forAll (Arb.fromGen plainBatch) readByHandAsTheReaderReads |> check 300
 
 [<Fact>]
 let ``records that arrived in the same millisecond share their arrival time, and every record keeps its own`` () =
@@ -1039,7 +1080,7 @@ let private disruptive =
 /// in place of one, a byte removed, the line cut there, or something appended.
 let private editedLine =
     gen {
-        let! message = Gen.oneof [ plainBatch; daemonMessage ]
+        let! message = Gen.oneof [ plainBatch; plainInitialize; daemonMessage ]
         let bytes = encodeUtf8 message
         let! position = Gen.choose (0, bytes.Length - 1)
         let! inserted = Gen.elements disruptive
