@@ -46,8 +46,8 @@ type internal LineSegment(memory: ReadOnlyMemory<byte>, runningIndex: int64) as 
         segment
 
 /// Reads lines of any length from a stream, as bytes; `\n` ends a line and a `\r` before it is dropped. The buffer
-/// doubles, from `bufferSize` up to `contiguousLimit`, to keep a line whole: a line in one span decodes faster than
-/// one in pieces. A longer line is handed on in pieces of the buffer's size.
+/// doubles, from `bufferSize` up to `contiguousLimit`, to keep a line whole (a line in one span decodes faster than
+/// one in pieces) or to drain a backlog in fewer reads. A longer line is handed on in pieces of the buffer's size.
 [<Sealed>]
 type internal LineReader(stream: Stream, bufferSize: int, contiguousLimit: int) =
     let mutable buffer: byte[] = Array.zeroCreate bufferSize
@@ -55,6 +55,10 @@ type internal LineReader(stream: Stream, bufferSize: int, contiguousLimit: int) 
     let mutable finish = 0
     let mutable scanned = 0
     let mutable ended = false
+    // Whether the last read filled all the room it was given, so that more is probably waiting. Each read that makes
+    // room in a full pipe wakes its writer: on the benchmark's streams, reading up to 1 MiB instead of 256 KiB at a
+    // time took 15-19% off the child's system time (bench/README.md, "Eighteenth round").
+    let mutable backlog = false
     // The full buffers of the line being read, when it is longer than one buffer.
     let pieces = ResizeArray<byte[]>()
     // The pieces handed out with the last line: free again once the caller asks for the next one.
@@ -168,8 +172,9 @@ type internal LineReader(stream: Stream, bufferSize: int, contiguousLimit: int) 
             scanned <- scanned - start
             start <- 0
 
-        if finish = buffer.Length && pieces.Count = 0 && buffer.Length < contiguousLimit then
-            // A full buffer holds the start of one line: a bigger one keeps it whole.
+        if (finish = buffer.Length || backlog) && pieces.Count = 0 && buffer.Length < contiguousLimit then
+            // A full buffer holds the start of one line, which a bigger one keeps whole; or the stream has a backlog,
+            // which a bigger one drains in fewer reads.
             let bigger = GC.AllocateUninitializedArray(min contiguousLimit (buffer.Length * 2))
             Buffer.BlockCopy(buffer, 0, bigger, 0, finish)
             buffer <- bigger
@@ -183,7 +188,8 @@ type internal LineReader(stream: Stream, bufferSize: int, contiguousLimit: int) 
 
         buffer.AsMemory finish
 
-    member private _.Filled(read: int) =
+    member private _.Filled(read: int, room: int) =
+        backlog <- read = room
         if read = 0 then ended <- true else finish <- finish + read
 
     /// Watches the stream before each blocking read (stdin's pipe); null for none.
@@ -200,10 +206,10 @@ type internal LineReader(stream: Stream, bufferSize: int, contiguousLimit: int) 
             let space = this.Space()
 
             match this.Watch with
-            | null -> this.Filled(stream.Read space.Span)
+            | null -> this.Filled(stream.Read space.Span, space.Length)
             | watch ->
                 let began = watch.BeforeRead()
-                this.Filled(stream.Read space.Span)
+                this.Filled(stream.Read space.Span, space.Length)
                 watch.AfterRead began
 
             result <- this.TryTake &searching
@@ -219,8 +225,9 @@ type internal LineReader(stream: Stream, bufferSize: int, contiguousLimit: int) 
             let mutable result = this.TryTake &searching
 
             while searching do
-                let! read = stream.ReadAsync(this.Space(), cancellationToken)
-                this.Filled read
+                let space = this.Space()
+                let! read = stream.ReadAsync(space, cancellationToken)
+                this.Filled(read, space.Length)
                 result <- this.TryTake &searching
 
             return result

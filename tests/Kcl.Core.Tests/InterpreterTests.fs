@@ -780,6 +780,34 @@ let ``the buffer grows to keep a line up to its limit in one span, and a longer 
 
         Assert.Equal<(string * bool) list>([ for line in expected -> line, line.Length <= 64 ], lines)
 
+/// A stream that records the room each read offered.
+type private Recording(bytes: byte[], most: int) =
+    inherit IO.MemoryStream(bytes)
+
+    member val Offered = ResizeArray<int>()
+
+    override this.Read(buffer: Span<byte>) =
+        this.Offered.Add buffer.Length
+        base.Read(buffer.Slice(0, min most buffer.Length))
+
+[<Fact>]
+let ``reads that fill all their room grow the buffer to its limit, and reads that do not leave it as it was`` () =
+    let kib = 1024
+    let line = Array.append (Array.create 1000 'x'B) "\n"B
+    let text = Array.concat (Array.create 3000 line)
+
+    // A backlog, as a writer ahead of the child leaves in a full pipe: every read is filled.
+    let flooding = new Recording(text, Int32.MaxValue)
+    Assert.Equal(3000, (readAll (LineReader(flooding, 64 * kib, 1024 * kib))).Length)
+    Assert.Equal(64 * kib, flooding.Offered[0])
+    // Once grown, a read offers all of the buffer but the start of a line left over from the last one.
+    Assert.InRange(Seq.max flooding.Offered, 1024 * kib - line.Length, 1024 * kib)
+
+    // Bytes as the daemon writes them in lock-step: each read returns less than the room it had.
+    let trickling = new Recording(text, 1000)
+    Assert.Equal(3000, (readAll (LineReader(trickling, 64 * kib, 1024 * kib))).Length)
+    Assert.Equal(64 * kib, Seq.max trickling.Offered)
+
 [<Fact>]
 let ``a stream of long lines reuses its pieces, and a rare long line's are let go four lines later`` () =
     let mib = 1024 * 1024
