@@ -79,10 +79,12 @@ public static class KclProcess
 
     private static ProcessRecordsInput Batch(ActionCall call)
     {
-        var records = new Record[call.Records.Count];
+        // The core hands a batch on as an array: indexed directly, a record costs no interface call.
+        var batch = call.Records as Kcl.Core.Record[] ?? call.Records.ToArray();
+        var records = new Record[batch.Length];
         for (var i = 0; i < records.Length; i++)
         {
-            records[i] = new Record(call.Records[i]);
+            records[i] = new Record(batch[i]);
         }
 
         return new ProcessRecordsInput(records, call.MillisBehindLatest, new ActionCheckpointer(call));
