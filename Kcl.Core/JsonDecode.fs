@@ -253,7 +253,7 @@ let private decodeProcessRecords (reader: byref<Utf8JsonReader>) =
 // forbids or one out of range, invalid UTF-8) stops the reading at the first byte that differs, and the reader decodes
 // the line instead, so what is accepted, what it decodes to and every error stay the reader's.
 
-/// The daemon's layout of a batch and of `initialize`, read here; DaemonLine writes batches the same way.
+/// The daemon's layout of its messages, read here; DaemonLine writes batches the same way.
 module Layout =
     let batchStart = "{\"action\":\"processRecords\",\"records\":["B
     let dataField = "{\"data\":"B
@@ -264,6 +264,11 @@ module Layout =
     let recordEnd = ",\"action\":\"record\"}"B
     let batchEnd = "],\"millisBehindLatest\":"B
     let initializeStart = "{\"action\":\"initialize\",\"shardId\":"B
+    let checkpointStart = "{\"action\":\"checkpoint\",\"sequenceNumber\":"B
+    let errorField = ",\"error\":"B
+    let shardEnded = "{\"action\":\"shardEnded\"}"B
+    let leaseLost = "{\"action\":\"leaseLost\"}"B
+    let shutdownRequested = "{\"action\":\"shutdownRequested\"}"B
 
 open Layout
 
@@ -572,13 +577,55 @@ let private layoutInitialize (line: ReadOnlySpan<byte>) =
     else
         ValueNone
 
-/// A `processRecords` or `initialize` line in the daemon's own layout, decoded as the reader decodes it; ValueNone for
-/// any other line.
+/// A checkpoint's reply in the daemon's own layout. It comes once per batch, and read by hand it leaves the JSON reader
+/// unloaded: a stream's first batch pays neither for its assembly nor for its static tables.
+/// The sequence number stays the text the daemon echoed, as the reader leaves it; anything but printable ASCII, or
+/// a number in its place, is the reader's.
+let private layoutCheckpointReply (line: ReadOnlySpan<byte>) =
+    let mutable position = 0
+    let mutable sequence = null
+    let mutable subSequence = ValueNone
+    let mutable error = null
+
+    if
+        skip line &position checkpointStart
+        && asciiTextOrNull line &position &sequence
+        && skip line &position subSequenceNumberField
+        && integerOrNull line &position &subSequence
+        && skip line &position errorField
+        && asciiTextOrNull line &position &error
+        && position = line.Length - 1
+        && line[position] = byte '}'
+    then
+        ValueSome(
+            DaemonMessage.CheckpointReply(
+                Option.ofObj sequence,
+                ValueOption.toOption subSequence,
+                Option.ofObj error |> Option.map CheckpointError.OfName
+            )
+        )
+    else
+        ValueNone
+
+/// A message with no field but its action, as the daemon writes it.
+let private layoutEvent (line: ReadOnlySpan<byte>) =
+    if line.SequenceEqual(ReadOnlySpan shardEnded) then ValueSome DaemonMessage.ShardEnded
+    elif line.SequenceEqual(ReadOnlySpan leaseLost) then ValueSome DaemonMessage.LeaseLost
+    elif line.SequenceEqual(ReadOnlySpan shutdownRequested) then ValueSome DaemonMessage.ShutdownRequested
+    else ValueNone
+
+/// A line in the daemon's own layout, decoded as the reader decodes it; ValueNone for any other line. Every message
+/// the KCL 2.x daemon sends has one; only the legacy `shutdown` is left to the reader.
 let tryDecodeDaemonLayout (line: ReadOnlySpan<byte>) : DaemonMessage voption =
     let mutable position = 0
 
     if not (skip line &position batchStart) then
-        layoutInitialize line
+        match layoutCheckpointReply line with
+        | ValueSome reply -> ValueSome reply
+        | ValueNone ->
+            match layoutInitialize line with
+            | ValueSome initialize -> ValueSome initialize
+            | ValueNone -> layoutEvent line
     else
         let records = BatchRecords()
         let blocks = PayloadBlocks()

@@ -985,12 +985,13 @@ let private plainBatch =
         return DaemonMessage.ProcessRecords(records, behind)
     }
 
+// Printable ASCII that needs no escape in JSON.
+let private printable =
+    [ ' ' .. '~' ] |> List.filter (fun c -> c <> '"' && c <> '\\') |> Gen.elements |> Gen.arrayOf |> Gen.map String
+
 // An `initialize` as the daemon writes it: a printable ASCII shard id, digits, a sentinel or null, and a sub-sequence
 // number or null.
 let private plainInitialize =
-    let printable =
-        [ ' ' .. '~' ] |> List.filter (fun c -> c <> '"' && c <> '\\') |> Gen.elements |> Gen.arrayOf |> Gen.map String
-
     Gen.map3
         (fun shard sequence sub -> DaemonMessage.Initialize(ShardId shard, sequence, sub))
         (Gen.oneof [ printable; Gen.map (sprintf "shardId-%012d") (Gen.choose (0, Int32.MaxValue)) ])
@@ -1005,6 +1006,37 @@ let private readByHandAsTheReaderReads (message: DaemonMessage) =
 [<Fact>]
 let ``an initialize in the daemon's layout is read by hand, to the message the reader gives`` () =
     Prop.forAll (Arb.fromGen plainInitialize) readByHandAsTheReaderReads |> check 300
+
+// A checkpoint's reply as the daemon writes it: the sequence number it echoes (digits, or any printable ASCII), a
+// sub-sequence number and an error (a known one, or any printable ASCII name), each possibly null.
+let private plainCheckpointReply =
+    Gen.map3
+        (fun sequence sub error -> DaemonMessage.CheckpointReply(sequence, sub, error))
+        (Gen.optionOf (Gen.oneof [ digitString; printable ]))
+        (Gen.optionOf int64Value)
+        (Gen.optionOf (
+            Gen.oneof
+                [
+                    Gen.elements
+                        [
+                            CheckpointError.Throttling
+                            CheckpointError.Dependency
+                            CheckpointError.Shutdown
+                            CheckpointError.InvalidState
+                            CheckpointError.IllegalArgument
+                        ]
+                    Gen.map CheckpointError.OfName printable
+                ]
+        ))
+
+[<Fact>]
+let ``a checkpoint's reply in the daemon's layout is read by hand, to the message the reader gives`` () =
+    Prop.forAll (Arb.fromGen plainCheckpointReply) readByHandAsTheReaderReads |> check 300
+
+[<Fact>]
+let ``the messages with no field but their action are read by hand, to the message the reader gives`` () =
+    for message in [ DaemonMessage.ShardEnded; DaemonMessage.LeaseLost; DaemonMessage.ShutdownRequested ] do
+        Assert.True(readByHandAsTheReaderReads message, string message)
 
 [<Fact>]
 let ``an initialize the hand reading cannot take is the reader's, which names what is wrong`` () =
@@ -1080,7 +1112,7 @@ let private disruptive =
 /// in place of one, a byte removed, the line cut there, or something appended.
 let private editedLine =
     gen {
-        let! message = Gen.oneof [ plainBatch; plainInitialize; daemonMessage ]
+        let! message = Gen.oneof [ plainBatch; plainInitialize; plainCheckpointReply; daemonMessage ]
         let bytes = encodeUtf8 message
         let! position = Gen.choose (0, bytes.Length - 1)
         let! inserted = Gen.elements disruptive
