@@ -515,6 +515,10 @@ type private BatchRecords() =
     member _.ToArray() =
         if count = records.Length then records else Array.sub records 0 count
 
+/// Whether the object closes at `position` and the line ends with it.
+let private closesAt (line: ReadOnlySpan<byte>) (position: int) =
+    position = line.Length - 1 && line[position] = byte '}'
+
 /// The batch of `records`, if the line ends at `position` as a batch does: `],"millisBehindLatest":`, its value, `}`.
 let private batchOf (records: BatchRecords) (line: ReadOnlySpan<byte>) (position: int) =
     let mutable position = position
@@ -523,8 +527,7 @@ let private batchOf (records: BatchRecords) (line: ReadOnlySpan<byte>) (position
     if
         skip line &position batchEnd
         && integerOrNull line &position &behind
-        && position = line.Length - 1
-        && line[position] = byte '}'
+        && closesAt line position
     then
         ValueSome(DaemonMessage.ProcessRecords(records.ToArray(), ValueOption.toOption behind))
     else
@@ -564,8 +567,7 @@ let private layoutInitialize (line: ReadOnlySpan<byte>) =
         && asciiTextOrNull line &position &sequence
         && skip line &position subSequenceNumberField
         && integerOrNull line &position &subSequence
-        && position = line.Length - 1
-        && line[position] = byte '}'
+        && closesAt line position
     then
         if isNull sequence then
             ValueSome(DaemonMessage.Initialize(ShardId shardId, None, ValueOption.toOption subSequence))
@@ -594,8 +596,7 @@ let private layoutCheckpointReply (line: ReadOnlySpan<byte>) =
         && integerOrNull line &position &subSequence
         && skip line &position errorField
         && asciiTextOrNull line &position &error
-        && position = line.Length - 1
-        && line[position] = byte '}'
+        && closesAt line position
     then
         ValueSome(
             DaemonMessage.CheckpointReply(

@@ -105,18 +105,21 @@ let record: Gen<Record> =
             }
     }
 
+/// The checkpoint errors the library knows by name.
+let knownCheckpointErrors =
+    [
+        CheckpointError.Throttling
+        CheckpointError.Dependency
+        CheckpointError.Shutdown
+        CheckpointError.InvalidState
+        CheckpointError.IllegalArgument
+    ]
+
 /// Checkpoint errors, known names and others (never an `Other` holding a known name: that decodes as the known case).
 let checkpointError: Gen<CheckpointError> =
     Gen.oneof
         [
-            Gen.elements
-                [
-                    CheckpointError.Throttling
-                    CheckpointError.Dependency
-                    CheckpointError.Shutdown
-                    CheckpointError.InvalidState
-                    CheckpointError.IllegalArgument
-                ]
+            Gen.elements knownCheckpointErrors
             unicodeString
             |> Gen.map CheckpointError.Other
             |> Gen.filter (fun error -> CheckpointError.OfName error.Name = error)

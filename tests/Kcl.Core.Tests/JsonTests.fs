@@ -1014,20 +1014,7 @@ let private plainCheckpointReply =
         (fun sequence sub error -> DaemonMessage.CheckpointReply(sequence, sub, error))
         (Gen.optionOf (Gen.oneof [ digitString; printable ]))
         (Gen.optionOf int64Value)
-        (Gen.optionOf (
-            Gen.oneof
-                [
-                    Gen.elements
-                        [
-                            CheckpointError.Throttling
-                            CheckpointError.Dependency
-                            CheckpointError.Shutdown
-                            CheckpointError.InvalidState
-                            CheckpointError.IllegalArgument
-                        ]
-                    Gen.map CheckpointError.OfName printable
-                ]
-        ))
+        (Gen.optionOf (Gen.oneof [ Gen.elements knownCheckpointErrors; Gen.map CheckpointError.OfName printable ]))
 
 [<Fact>]
 let ``a checkpoint's reply in the daemon's layout is read by hand, to the message the reader gives`` () =
