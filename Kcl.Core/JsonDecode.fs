@@ -540,14 +540,18 @@ let private asciiTextOrNull (line: ReadOnlySpan<byte>) (position: byref<int>) (t
         true
     else
         let close = closingQuote line position
-        let content = if close < 0 then ReadOnlySpan.Empty else line.Slice(position + 1, close - position - 1)
 
-        if close < 0 || content.ContainsAnyExceptInRange(0x20uy, 0x7Euy) then
+        if close < 0 then
             false
         else
-            text <- Encoding.ASCII.GetString content
-            position <- close + 1
-            true
+            let content = line.Slice(position + 1, close - position - 1)
+
+            if content.ContainsAnyExceptInRange(0x20uy, 0x7Euy) then
+                false
+            else
+                text <- Encoding.ASCII.GetString content
+                position <- close + 1
+                true
 
 /// An `initialize` line in the daemon's own layout. It is the child's first line, so reading it by hand keeps the JSON
 /// reader's start-up (its assembly and its static tables) out of the time to the first answer (bench/README.md,
@@ -569,13 +573,13 @@ let private layoutInitialize (line: ReadOnlySpan<byte>) =
         && integerOrNull line &position &subSequence
         && closesAt line position
     then
-        if isNull sequence then
-            ValueSome(DaemonMessage.Initialize(ShardId shardId, None, ValueOption.toOption subSequence))
-        else
-            match SequenceNumber.tryParse sequence with
-            | Ok parsed ->
-                ValueSome(DaemonMessage.Initialize(ShardId shardId, Some parsed, ValueOption.toOption subSequence))
-            | Error _ -> ValueNone
+        let parsed =
+            if isNull sequence then Ok None else SequenceNumber.tryParse sequence |> Result.map Some
+
+        match parsed with
+        | Ok sequence ->
+            ValueSome(DaemonMessage.Initialize(ShardId shardId, sequence, ValueOption.toOption subSequence))
+        | Error _ -> ValueNone
     else
         ValueNone
 
