@@ -264,11 +264,16 @@ let ``A batch larger than the pipe is spliced whole while the child reads, byte 
         let line = GC.AllocateUninitializedArray<byte>(3 * 1024 * 1024 + 5, pinned = true)
         random.NextBytes line
 
-        // A slow reader: small reads with pauses, so the splice keeps waiting for room.
-        let received =
-            Tasks.Task.Run(fun () ->
+        // A slow reader: small reads with pauses, so the splice keeps waiting for room. It has a thread of its own:
+        // a thread-pool reader can start later than the splice waits when other tests hold the pool's threads.
+        let received = Tasks.TaskCompletionSource<byte[]>()
+        let reading = new ManualResetEventSlim()
+
+        let read () =
+            try
                 let got = new MemoryStream()
                 let buffer = Array.zeroCreate<byte> 8192
+                reading.Set()
                 let mutable n = client.Read(buffer, 0, buffer.Length)
 
                 while n > 0 do
@@ -279,11 +284,15 @@ let ``A batch larger than the pipe is spliced whole while the child reads, byte 
 
                     n <- if got.Length = int64 line.Length then 0 else client.Read(buffer, 0, buffer.Length)
 
-                got.ToArray())
+                received.SetResult(got.ToArray())
+            with e ->
+                received.SetException e
 
+        Thread(read, IsBackground = true).Start()
+        reading.Wait()
         let put = ChildProcess.splice server (ArraySegment line)
         Assert.Equal(line.Length, put)
-        Assert.Equal<byte[]>(line, received.Result)
+        Assert.Equal<byte[]>(line, received.Task.Result)
 
 [<Fact>]
 let ``A splice into a pipe nobody reads gives up after a short wait, and one into a closed pipe at once`` () =
