@@ -45,6 +45,12 @@ type internal LineSegment(memory: ReadOnlyMemory<byte>, runningIndex: int64) as 
         this.Next <- segment
         segment
 
+/// Sees the pieces of a long line as they are read, before the line is whole.
+[<AllowNullLiteral>]
+type internal ILinePieces =
+    /// Called as each piece fills: `lineSoFar` is all of the line read so far, and `first` says it is one piece.
+    abstract PieceRead: lineSoFar: ReadOnlySequence<byte> * first: bool -> unit
+
 /// Reads lines of any length from a stream, as bytes; `\n` ends a line and a `\r` before it is dropped. The buffer
 /// doubles, from `bufferSize` up to `contiguousLimit`, to keep a line whole (a line in one span decodes faster than
 /// one in pieces) or to drain a backlog in fewer reads. A longer line is handed on in pieces of the buffer's size.
@@ -86,6 +92,30 @@ type internal LineReader(stream: Stream, bufferSize: int, contiguousLimit: int) 
 
         lent.Clear()
 
+    // One sequence over the parts, in order.
+    let chain (parts: ResizeArray<ReadOnlyMemory<byte>>) =
+        if parts.Count = 0 then
+            ReadOnlySequence<byte>.Empty
+        elif parts.Count = 1 then
+            ReadOnlySequence<byte>(parts[0])
+        else
+            let first = LineSegment(parts[0], 0L)
+            let mutable lastSegment = first
+
+            for i in 1 .. parts.Count - 1 do
+                lastSegment <- lastSegment.Append parts[i]
+
+            ReadOnlySequence<byte>(first, 0, lastSegment, lastSegment.Memory.Length)
+
+    // The full pieces so far, with room for `extra` more parts.
+    let piecesAsParts (extra: int) =
+        let parts = ResizeArray<ReadOnlyMemory<byte>>(pieces.Count + extra)
+
+        for piece in pieces do
+            parts.Add(ReadOnlyMemory piece)
+
+        parts
+
     /// The line made of the pieces so far and `length` bytes of the buffer from `start`, without a trailing `\r`.
     let assemble (length: int) (dropCarriageReturn: bool) =
         if pieces.Count = 0 then
@@ -97,10 +127,7 @@ type internal LineReader(stream: Stream, bufferSize: int, contiguousLimit: int) 
 
             ReadOnlySequence<byte>(buffer, start, length)
         else
-            let parts = ResizeArray<ReadOnlyMemory<byte>>(pieces.Count + 1)
-
-            for piece in pieces do
-                parts.Add(ReadOnlyMemory piece)
+            let parts = piecesAsParts 1
 
             if length > 0 then
                 parts.Add(ReadOnlyMemory<byte>(buffer, start, length))
@@ -118,18 +145,7 @@ type internal LineReader(stream: Stream, bufferSize: int, contiguousLimit: int) 
                     else
                         parts[parts.Count - 1] <- last.Slice(0, last.Length - 1)
 
-            if parts.Count = 0 then
-                ReadOnlySequence<byte>.Empty
-            elif parts.Count = 1 then
-                ReadOnlySequence<byte>(parts[0])
-            else
-                let first = LineSegment(parts[0], 0L)
-                let mutable lastSegment = first
-
-                for i in 1 .. parts.Count - 1 do
-                    lastSegment <- lastSegment.Append parts[i]
-
-                ReadOnlySequence<byte>(first, 0, lastSegment, lastSegment.Memory.Length)
+            chain parts
 
     /// A buffer of a fixed size: every line longer than it comes in pieces.
     new(stream, bufferSize) = LineReader(stream, bufferSize, bufferSize)
@@ -162,7 +178,7 @@ type internal LineReader(stream: Stream, bufferSize: int, contiguousLimit: int) 
             ValueNone
 
     /// Makes room after the buffered bytes and returns it.
-    member private _.Space() =
+    member private this.Space() =
         // Only the bytes read from now on can hold the newline, so long lines are scanned once.
         scanned <- finish
 
@@ -182,6 +198,11 @@ type internal LineReader(stream: Stream, bufferSize: int, contiguousLimit: int) 
         elif finish = buffer.Length then
             // A full buffer holds part of one line: keep it as a piece and read on into a new one.
             pieces.Add buffer
+
+            match this.Pieces with
+            | null -> ()
+            | seen -> seen.PieceRead(chain (piecesAsParts 0), pieces.Count = 1)
+
             buffer <- if spare.Count > 0 then spare.Pop() else GC.AllocateUninitializedArray buffer.Length
             finish <- 0
             scanned <- 0
@@ -194,6 +215,9 @@ type internal LineReader(stream: Stream, bufferSize: int, contiguousLimit: int) 
 
     /// Watches the stream before each blocking read (stdin's pipe); null for none.
     member val Watch: PipeWatch = null with get, set
+
+    /// Sees the pieces of each long line as they are read; null for none.
+    member val Pieces: ILinePieces = null with get, set
 
     /// The next line, or None at the end of the stream, blocking while it waits. The bytes are valid until the next
     /// call.
@@ -232,6 +256,39 @@ type internal LineReader(stream: Stream, bufferSize: int, contiguousLimit: int) 
 
             return result
         }
+
+/// Decodes the daemon's lines as the line reader hands them on. A batch longer than the reader's buffer is decoded
+/// record by record as its pieces are read (JsonDecode.BatchInPieces), while the daemon writes the rest.
+[<Sealed>]
+type internal DaemonLines() =
+    let mutable batch: JsonDecode.BatchInPieces voption = ValueNone
+
+    /// How many records of the batch being read are decoded so far.
+    member _.DecodedSoFar =
+        match batch with
+        | ValueSome started -> started.Decoded
+        | ValueNone -> 0
+
+    /// The line's message, or the problem with it.
+    member _.Decode(line: ReadOnlySequence<byte>) =
+        let started = batch
+        batch <- ValueNone
+
+        if line.IsSingleSegment then
+            Json.decodeDaemonMessage line.FirstSpan
+        else
+            match started with
+            | ValueSome started -> Json.decodeDaemonPieces started line
+            | ValueNone -> Json.decodeDaemonSequence line
+
+    interface ILinePieces with
+        member _.PieceRead(lineSoFar, first) =
+            if first then
+                batch <- ValueSome(JsonDecode.BatchInPieces())
+
+            match batch with
+            | ValueSome started -> started.Advance lineSoFar
+            | ValueNone -> ()
 
 /// The thread that reads stdin over a pipe, and the user code it runs between lines. A callback that starts on the
 /// thread that read its batch, and goes on there after its checkpoint's reply, costs no thread-pool wake-ups: on the
@@ -423,18 +480,14 @@ module Interpreter =
                 | _ -> None
         }
 
-    let private decode (post: Lifecycle.Input -> unit) (line: ReadOnlySequence<byte> voption) =
+    let private decode (lines: DaemonLines) (post: Lifecycle.Input -> unit) (line: ReadOnlySequence<byte> voption) =
         match line with
         | ValueNone ->
             post Lifecycle.Input.EndOfInput
             false
         | ValueSome(line: ReadOnlySequence<byte>) when line.IsEmpty -> true
         | ValueSome line ->
-            let decoded =
-                if line.IsSingleSegment then
-                    Json.decodeDaemonMessage line.FirstSpan
-                else
-                    Json.decodeDaemonSequence line
+            let decoded = lines.Decode line
 
             match decoded with
             | Ok message -> post (Lifecycle.Input.Received message)
@@ -448,14 +501,15 @@ module Interpreter =
         (post: Lifecycle.Input -> unit)
         (cancellationToken: CancellationToken)
         =
-        let reader = LineReader settings.Input
+        let lines = DaemonLines()
+        let reader = LineReader(settings.Input, Pieces = lines)
 
         task {
             let mutable reading = true
 
             while reading do
                 let! line = reader.ReadLineAsync cancellationToken
-                reading <- decode post line
+                reading <- decode lines post line
         }
 
     let private write (output: Stream) (message: ChildMessage) =
@@ -512,9 +566,9 @@ module Interpreter =
             let stdinThread =
                 match settings.Input with
                 | :? FileStream ->
-                    let reader = LineReader settings.Input
-                    reader.Watch <- PipeWatch.ForStdin settings.Input
-                    Some(new StdinThread(reader, decode post, settings.Logger, readingFailed))
+                    let lines = DaemonLines()
+                    let reader = LineReader(settings.Input, Pieces = lines, Watch = PipeWatch.ForStdin settings.Input)
+                    Some(new StdinThread(reader, decode lines post, settings.Logger, readingFailed))
                 | _ -> None
 
             /// Runs user code on the stdin thread if the loop runs there now, between lines; else on the thread pool.

@@ -87,10 +87,13 @@ let internal decodeDaemonByReader (line: ReadOnlySequence<byte>) : Result<Daemon
     let mutable reader = Utf8JsonReader(line)
     decodeDaemonWith &reader
 
-let internal decodeDaemonSequence (line: ReadOnlySequence<byte>) : Result<DaemonMessage, ProtocolError> =
-    match JsonDecode.tryDecodeDaemonLayoutInPieces line with
+let internal decodeDaemonPieces (batch: JsonDecode.BatchInPieces) (line: ReadOnlySequence<byte>) =
+    match batch.Finish line with
     | ValueSome batch -> Ok batch
     | ValueNone -> decodeDaemonByReader line
+
+let internal decodeDaemonSequence (line: ReadOnlySequence<byte>) : Result<DaemonMessage, ProtocolError> =
+    decodeDaemonPieces (JsonDecode.BatchInPieces()) line
 
 let decodeDaemonLine (line: string) : Result<DaemonMessage, ProtocolError> =
     withUtf8 line (fun buffer length -> decodeDaemonMessage (ReadOnlySpan(buffer, 0, length)))

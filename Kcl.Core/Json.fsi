@@ -24,6 +24,11 @@ val decodeDaemonMessage: line: ReadOnlySpan<byte> -> Result<DaemonMessage, Proto
 /// reader's buffer.
 val internal decodeDaemonSequence: line: System.Buffers.ReadOnlySequence<byte> -> Result<DaemonMessage, ProtocolError>
 
+/// Decodes a line that arrived in pieces, as `decodeDaemonSequence` does, going on from what `batch` decoded of it
+/// while it was read.
+val internal decodeDaemonPieces:
+    batch: JsonDecode.BatchInPieces -> line: System.Buffers.ReadOnlySequence<byte> -> Result<DaemonMessage, ProtocolError>
+
 /// Decodes one line with the JSON reader alone, never by the hand-written reading of the daemon's own layout: what
 /// that reading must agree with, for tests.
 val internal decodeDaemonByReader: line: System.Buffers.ReadOnlySequence<byte> -> Result<DaemonMessage, ProtocolError>

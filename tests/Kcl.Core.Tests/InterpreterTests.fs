@@ -808,6 +808,61 @@ let ``reads that fill all their room grow the buffer to its limit, and reads tha
     Assert.Equal(3000, (readAll (LineReader(trickling, 64 * kib, 1024 * kib))).Length)
     Assert.Equal(64 * kib, Seq.max trickling.Offered)
 
+/// A stream that reads at most `most` bytes at a time and notes `seen ()` before each read.
+type private Watched(bytes: byte[], most: int, seen: unit -> unit) =
+    inherit IO.MemoryStream(bytes)
+
+    override _.Read(buffer: Span<byte>) =
+        seen ()
+        base.Read(buffer.Slice(0, min most buffer.Length))
+
+[<Fact>]
+let ``a long batch's records are decoded while the rest of its line is still being read`` () =
+    let batch first =
+        DaemonMessage.ProcessRecords(
+            Array.init 200 (fun i ->
+                {
+                    Data = ReadOnlyMemory(Array.create 100 (byte (first + i)))
+                    PartitionKey = sprintf "key-%d" i
+                    SequenceNumber = SequenceNumber.parse (string (1000 * first + i))
+                    SubSequenceNumber = 0L
+                    ApproximateArrivalTimestamp = None
+                }),
+            Some 5L
+        )
+
+    let line message =
+        Array.append (Json.encodeDaemonMessage Json.DaemonCharset.Utf8 message) "\n"B
+
+    // Two long batches, a short line between them, and a long line that is no batch.
+    let notBatch = Text.Encoding.ASCII.GetBytes("{\"action\":\"leaseLost\",\"x\":\"" + String('y', 5000) + "\"}\n")
+    let script = [ batch 1; DaemonMessage.LeaseLost; batch 2 ]
+    let bytes = Array.concat [ yield! List.map line script; notBatch ]
+    let lines = DaemonLines()
+    let decodedAtEachRead = ResizeArray<int>()
+    // Pieces of 1 KiB, read 300 bytes at a time.
+    let reader = LineReader(new Watched(bytes, 300, fun () -> decodedAtEachRead.Add lines.DecodedSoFar), 1024)
+    reader.Pieces <- lines
+
+    let decoded =
+        [
+            for _ in 1..4 do
+                decodedAtEachRead.Clear()
+                let message = lines.Decode (reader.ReadLine()).Value
+                yield message, Seq.toList decodedAtEachRead
+        ]
+
+    for (message, _), expected in List.zip (List.take 3 decoded) script do
+        Assert.Equal(Ok expected, message)
+
+    // Before the last read of each batch's line, all but its last few records were decoded, in order.
+    for _, counts in [ decoded[0]; decoded[2] ] do
+        Assert.Equal<int list>(List.sort counts, counts)
+        Assert.InRange(List.max counts, 180, 199)
+
+    Assert.Equal(Json.decodeDaemonMessage (ReadOnlySpan notBatch[.. notBatch.Length - 2]), fst decoded[3])
+    Assert.Equal(0, List.max (snd decoded[3]))
+
 [<Fact>]
 let ``a stream of long lines reuses its pieces, and a rare long line's are let go four lines later`` () =
     let mib = 1024 * 1024

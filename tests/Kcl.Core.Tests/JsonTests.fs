@@ -1133,6 +1133,59 @@ let ``a batch in the daemon's layout that came in pieces is read by hand too, re
         && Json.decodeDaemonSequence pieces = Ok message)
     |> check 300
 
+/// Decodes the line as the line reader hands it on in pieces of `size` bytes: each full piece as it comes, with the
+/// line so far, then the whole line.
+let private decodedWhileRead (size: int) (line: byte[]) =
+    let batch = JsonDecode.BatchInPieces()
+
+    for full in 1 .. line.Length / size do
+        batch.Advance(inPieces size line[.. full * size - 1])
+
+    Json.decodeDaemonPieces batch (inPieces size line)
+
+[<Fact>]
+let ``a batch decoded piece by piece while its line is read is the batch the line holds`` () =
+    let inPiecesOfAnySize =
+        Gen.zip plainBatch (Gen.frequency [ 3, Gen.choose (1, 64); 3, Gen.choose (65, 4096); 1, Gen.constant 65536 ])
+
+    Prop.forAll (Arb.fromGen inPiecesOfAnySize) (fun (message, size) ->
+        decodedWhileRead size (encodeUtf8 message) = Ok message)
+    |> check 300
+
+[<Fact>]
+let ``a line decoded piece by piece that leaves the daemon's layout anywhere decodes exactly as the reader decodes it`` () =
+    let edited = Gen.zip editedLine (Gen.choose (1, 2048))
+
+    Prop.forAll (Arb.fromGen edited) (fun (bytes, size) ->
+        decodedWhileRead size bytes = Json.decodeDaemonByReader (inPieces size bytes))
+    |> check 2000
+
+[<Fact>]
+let ``the records wholly inside the pieces read so far are decoded before the line ends`` () =
+    let records = Array.init 100 (fun i -> record (Array.create 60 (byte i)) "key" A 0L None)
+    let line = encodeUtf8 (DaemonMessage.ProcessRecords(records, Some 0L))
+    let recordEnd = utf8 ",\"action\":\"record\"}"
+
+    // Where each record's text ends in the line.
+    let ends =
+        [ for start in 0 .. line.Length - recordEnd.Length do
+              if line.AsSpan(start).StartsWith recordEnd then
+                  start + recordEnd.Length ]
+
+    Assert.Equal(100, ends.Length)
+
+    // Pieces that end inside a record, just after one, and just after a comma.
+    for size in [ 1000; ends[0]; ends[0] + 1 ] do
+        let batch = JsonDecode.BatchInPieces()
+
+        for full in 1..5 do
+            batch.Advance(inPieces size line[.. full * size - 1])
+            Assert.Equal(ends |> List.filter (fun e -> e <= full * size) |> List.length, batch.Decoded)
+
+        match Json.decodeDaemonPieces batch (inPieces size line) with
+        | Ok(DaemonMessage.ProcessRecords(decoded, _)) -> Assert.Equal<Record>(records, decoded)
+        | other -> failwithf "unexpected %A" other
+
 [<Fact>]
 let ``a line in pieces that leaves the daemon's layout anywhere decodes exactly as the reader decodes it`` () =
     let edited =
