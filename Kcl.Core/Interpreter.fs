@@ -45,11 +45,11 @@ type internal LineSegment(memory: ReadOnlyMemory<byte>, runningIndex: int64) as 
         this.Next <- segment
         segment
 
-/// Sees the pieces of a long line as they are read, before the line is whole.
+/// Sees a line longer than the line reader's buffer as it is read, before the line is whole.
 [<AllowNullLiteral>]
 type internal ILinePieces =
-    /// Called as each piece fills: `lineSoFar` is all of the line read so far, and `first` says it is one piece.
-    abstract PieceRead: lineSoFar: ReadOnlySequence<byte> * first: bool -> unit
+    /// Called after each read of such a line: `lineSoFar` is all of it read so far, and `first` says the line is new.
+    abstract ReadSoFar: lineSoFar: ReadOnlySequence<byte> * first: bool -> unit
 
 /// Reads lines of any length from a stream, as bytes; `\n` ends a line and a `\r` before it is dropped. The buffer
 /// doubles, from `bufferSize` up to `contiguousLimit`, to keep a line whole (a line in one span decodes faster than
@@ -116,6 +116,9 @@ type internal LineReader(stream: Stream, bufferSize: int, contiguousLimit: int) 
 
         parts
 
+    // Whether the observer has seen the line being read.
+    let mutable shown = false
+
     /// The line made of the pieces so far and `length` bytes of the buffer from `start`, without a trailing `\r`.
     let assemble (length: int) (dropCarriageReturn: bool) =
         if pieces.Count = 0 then
@@ -134,6 +137,7 @@ type internal LineReader(stream: Stream, bufferSize: int, contiguousLimit: int) 
 
             lent.AddRange pieces
             pieces.Clear()
+            shown <- false
 
             // The `\r` may be the last byte of the previous piece when the newline starts a buffer.
             if dropCarriageReturn then
@@ -178,7 +182,7 @@ type internal LineReader(stream: Stream, bufferSize: int, contiguousLimit: int) 
             ValueNone
 
     /// Makes room after the buffered bytes and returns it.
-    member private this.Space() =
+    member private _.Space() =
         // Only the bytes read from now on can hold the newline, so long lines are scanned once.
         scanned <- finish
 
@@ -198,11 +202,6 @@ type internal LineReader(stream: Stream, bufferSize: int, contiguousLimit: int) 
         elif finish = buffer.Length then
             // A full buffer holds part of one line: keep it as a piece and read on into a new one.
             pieces.Add buffer
-
-            match this.Pieces with
-            | null -> ()
-            | seen -> seen.PieceRead(chain (piecesAsParts 0), pieces.Count = 1)
-
             buffer <- if spare.Count > 0 then spare.Pop() else GC.AllocateUninitializedArray buffer.Length
             finish <- 0
             scanned <- 0
@@ -212,6 +211,18 @@ type internal LineReader(stream: Stream, bufferSize: int, contiguousLimit: int) 
     member private _.Filled(read: int, room: int) =
         backlog <- read = room
         if read = 0 then ended <- true else finish <- finish + read
+
+    // A line longer than the buffer, still without its end: the observer sees all of it read so far, after every read,
+    // so that it can work while the writer writes the rest.
+    member private this.ShowLongLine() =
+        match this.Pieces with
+        | null -> ()
+        | seen when pieces.Count > 0 ->
+            let parts = piecesAsParts 1
+            parts.Add(ReadOnlyMemory<byte>(buffer, 0, finish))
+            seen.ReadSoFar(chain parts, not shown)
+            shown <- true
+        | _ -> ()
 
     /// Watches the stream before each blocking read (stdin's pipe); null for none.
     member val Watch: PipeWatch = null with get, set
@@ -238,6 +249,9 @@ type internal LineReader(stream: Stream, bufferSize: int, contiguousLimit: int) 
 
             result <- this.TryTake &searching
 
+            if searching then
+                this.ShowLongLine()
+
         result
 
     /// The next line, or None at the end of the stream. The bytes are valid until the next call.
@@ -253,6 +267,9 @@ type internal LineReader(stream: Stream, bufferSize: int, contiguousLimit: int) 
                 let! read = stream.ReadAsync(space, cancellationToken)
                 this.Filled(read, space.Length)
                 result <- this.TryTake &searching
+
+                if searching then
+                    this.ShowLongLine()
 
             return result
         }
@@ -282,7 +299,7 @@ type internal DaemonLines() =
             | ValueNone -> Json.decodeDaemonSequence line
 
     interface ILinePieces with
-        member _.PieceRead(lineSoFar, first) =
+        member _.ReadSoFar(lineSoFar, first) =
             if first then
                 batch <- ValueSome(JsonDecode.BatchInPieces())
 

@@ -808,6 +808,33 @@ let ``reads that fill all their room grow the buffer to its limit, and reads tha
     Assert.Equal(3000, (readAll (LineReader(trickling, 64 * kib, 1024 * kib))).Length)
     Assert.Equal(64 * kib, Seq.max trickling.Offered)
 
+[<Fact>]
+let ``a line longer than the buffer is shown as read so far after every read, and a shorter one never`` () =
+    let lines = [ String('a', 5); String.init 40 (fun i -> string (char (98 + i % 20))); "xyz"; String('q', 70) ]
+    let text = String.Join("\n", lines) + "\n"
+
+    for most in [ 1; 7; 16; 100 ] do
+        let shown = ResizeArray<string * bool>()
+        let reader = LineReader(new Trickle(Encoding.ASCII.GetBytes text, most), 16)
+
+        reader.Pieces <-
+            { new ILinePieces with
+                member _.ReadSoFar(lineSoFar, first) =
+                    shown.Add(Encoding.ASCII.GetString(lineSoFar.ToArray()), first) }
+
+        Assert.Equal<string list>(lines, readAll reader)
+
+        // Each showing is a prefix of a long line, longer than the one before; the first of each line says so.
+        let byLine = shown |> Seq.toList |> List.groupBy (fun (part, _) -> lines |> List.find (fun l -> l.StartsWith part))
+        Assert.Equal<string list>([ lines[1]; lines[3] ], List.map fst byLine)
+
+        for line, showings in byLine do
+            Assert.Equal<bool list>(true :: List.replicate (showings.Length - 1) false, List.map snd showings)
+            let lengths = showings |> List.map (fst >> String.length)
+            Assert.Equal<int list>(List.sort lengths |> List.distinct, lengths)
+            // The first after the read that follows the first full buffer, not only once a buffer is full.
+            Assert.InRange(List.head lengths, 17, 16 + min most 16)
+
 /// A stream that reads at most `most` bytes at a time and notes `seen ()` before each read.
 type private Watched(bytes: byte[], most: int, seen: unit -> unit) =
     inherit IO.MemoryStream(bytes)
