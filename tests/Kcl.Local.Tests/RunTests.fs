@@ -104,21 +104,22 @@ let ``A source waiting for data gets empty batches when asked and ends when its 
             Assert.True(batches.Length < 12, sprintf "the idle time spaces the empty batches: %A" batches)
     }
 
-[<Fact>]
-let ``Every payload arrives intact while batches' lines are spliced into the pipe and their arrays reused`` () =
+/// Runs the digests child over `records` generated records of 1 KiB in batches of `batchSize`, and checks that it
+/// saw every payload as generated.
+let private everyPayloadIntact (records: int) (batchSize: int) =
     task {
-        // Twelve batches of about 0.7 MB, so each array goes into the pipe four times. The child waits before it
-        // reads each batch, so that an array reused too early would change what it reads.
         let generator =
             { GeneratorSettings.Default with
-                Records = 6000
+                Records = records
                 PayloadBytes = 1024
             }
 
         let digests = Collections.Concurrent.ConcurrentQueue<string>()
 
+        let child = config "python3 children/misbehave.py digests" [ sprintf "maxRecords = %d" batchSize ]
+
         let settings =
-            { settings (config "python3 children/misbehave.py digests" [ "maxRecords = 500" ]) (tempDir ()) 0 1 with
+            { settings child (tempDir ()) 0 1 with
                 Source = Source.Generated generator
                 ChildStderr = fun _ line -> digests.Enqueue line
             }
@@ -133,6 +134,18 @@ let ``Every payload arrives intact while batches' lines are spliced into the pip
 
         Assert.Equal<string list>(expected, List.ofSeq digests)
     }
+
+[<Fact>]
+let ``Every payload arrives intact while batches' lines are spliced into the pipe and their arrays reused`` () =
+    // Twelve batches of about 0.7 MB, so each array goes into the pipe four times. The child waits before it reads
+    // each batch, so that an array reused too early would change what it reads.
+    everyPayloadIntact 6000 500
+
+[<Fact>]
+let ``Every payload arrives intact when each batch's line is longer than the pipe`` () =
+    // Six batches of about 2.3 MB: the splice waits for the child to read, and the child decodes each batch as its line
+    // comes.
+    everyPayloadIntact 9000 1500
 
 [<Fact>]
 let ``The rehearsal drives a whole shard over real pipes without a finding, as a run's first shard would go`` () =
