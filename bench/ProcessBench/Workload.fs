@@ -21,8 +21,13 @@ type Workload =
 
     member this.PayloadBytes = int64 this.Records * int64 this.RecordSize
 
+// On the pinned heap, never changed once made: the driver splices them into the child's pipe (Driver.put).
 let private line (message: DaemonMessage) =
-    Array.append (Json.encodeDaemonMessage Json.DaemonCharset.Utf8 message) "\n"B
+    let text = Json.encodeDaemonMessage Json.DaemonCharset.Utf8 message
+    let line = GC.AllocateUninitializedArray<byte>(text.Length + 1, pinned = true)
+    text.CopyTo(line, 0)
+    line[text.Length] <- 10uy
+    line
 
 /// `records` records of `recordSize` bytes of random printable ASCII (the samples decode records as UTF-8 text, as
 /// most producers' JSON is) in batches of `batchSize`, with 56-digit sequence numbers.
