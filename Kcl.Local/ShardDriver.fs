@@ -393,12 +393,16 @@ module ShardDriver =
                 let spliced = Collections.Generic.Queue<byte[]>()
                 let mutable spare: byte[] = null
 
+                // Lines differ a little in length from batch to batch (a partition key gains a digit), so a new array
+                // has room to spare. At 10,000 records of 1 KiB, the first batch's array of the exact length was too
+                // short for the fourth's line, and encoding into a new 15.6 MB array (fresh pages to fault in) took
+                // about 10 ms against 4.3-4.9 ms for a reused one.
                 let buffer length =
                     match spare with
                     | array when not (isNull array) && array.Length >= length ->
                         spare <- null
                         array
-                    | _ -> GC.AllocateUninitializedArray<byte>(length, pinned = true)
+                    | _ -> GC.AllocateUninitializedArray<byte>(length + length / 16, pinned = true)
 
                 let batchOf position (records: Record[]) (remaining: int) =
                     // As a GetRecords response says it: how far behind the newest record the batch is when it is read.
