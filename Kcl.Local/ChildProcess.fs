@@ -452,7 +452,9 @@ module ChildProcess =
     // at 1 MiB (the unprivileged limit, /proc/sys/fs/pipe-max-size) such a batch goes in one write while the child
     // reads. A refusal only leaves the default.
     let private setPipeSize = 1031
-    let private pipeSize = 1 <<< 20
+
+    /// The capacity a child's stdin pipe is widened to, at most.
+    let internal pipeSize = 1 <<< 20
 
     // Only so many live children get the wide pipe: past the per-user soft limit (/proc/sys/fs/pipe-user-pages-soft,
     // 64 MiB by default) Linux gives every new pipe of the user, in any program, the smallest size.
