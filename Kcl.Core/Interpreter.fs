@@ -48,7 +48,8 @@ type internal LineSegment(memory: ReadOnlyMemory<byte>, runningIndex: int64) as 
 /// Sees a line longer than the line reader's buffer as it is read, before the line is whole.
 [<AllowNullLiteral>]
 type internal ILinePieces =
-    /// Called after each read of such a line: `lineSoFar` is all of it read so far, and `first` says the line is new.
+    /// Called after reads of such a line, each time a sixteenth of the reader's buffer limit more has come: `lineSoFar`
+    /// is all of it read so far, and `first` says the line is new.
     abstract ReadSoFar: lineSoFar: ReadOnlySequence<byte> * first: bool -> unit
 
 /// Reads lines of any length from a stream, as bytes; `\n` ends a line and a `\r` before it is dropped. The buffer
@@ -116,8 +117,11 @@ type internal LineReader(stream: Stream, bufferSize: int, contiguousLimit: int) 
 
         parts
 
-    // Whether the observer has seen the line being read.
-    let mutable shown = false
+    // How much of the line being read the observer has seen (0: none of it), and how much more a read must bring
+    // before it is shown again: a writer that trickles a long line in small writes would otherwise have it shown,
+    // and its last record looked for, after every few kilobytes.
+    let mutable shown = 0L
+    let showingStep = max 1 (contiguousLimit / 16)
 
     /// The line made of the pieces so far and `length` bytes of the buffer from `start`, without a trailing `\r`.
     let assemble (length: int) (dropCarriageReturn: bool) =
@@ -137,7 +141,7 @@ type internal LineReader(stream: Stream, bufferSize: int, contiguousLimit: int) 
 
             lent.AddRange pieces
             pieces.Clear()
-            shown <- false
+            shown <- 0L
 
             // The `\r` may be the last byte of the previous piece when the newline starts a buffer.
             if dropCarriageReturn then
@@ -212,16 +216,19 @@ type internal LineReader(stream: Stream, bufferSize: int, contiguousLimit: int) 
         backlog <- read = room
         if read = 0 then ended <- true else finish <- finish + read
 
-    // A line longer than the buffer, still without its end: the observer sees all of it read so far, after every read,
-    // so that it can work while the writer writes the rest.
+    // A line longer than the buffer, still without its end: the observer sees all of it read so far, after each read
+    // that brought enough, so that it can work while the writer writes the rest.
     member private this.ShowLongLine() =
         match this.Pieces with
         | null -> ()
         | seen when pieces.Count > 0 ->
-            let parts = piecesAsParts 1
-            parts.Add(ReadOnlyMemory<byte>(buffer, 0, finish))
-            seen.ReadSoFar(chain parts, not shown)
-            shown <- true
+            let lineSoFar = int64 pieces.Count * int64 buffer.Length + int64 finish
+
+            if lineSoFar - shown >= int64 showingStep then
+                let parts = piecesAsParts 1
+                parts.Add(ReadOnlyMemory<byte>(buffer, 0, finish))
+                seen.ReadSoFar(chain parts, (shown = 0L))
+                shown <- lineSoFar
         | _ -> ()
 
     /// Watches the stream before each blocking read (stdin's pipe); null for none.

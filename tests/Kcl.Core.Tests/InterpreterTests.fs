@@ -835,6 +835,22 @@ let ``a line longer than the buffer is shown as read so far after every read, an
             // The first after the read that follows the first full buffer, not only once a buffer is full.
             Assert.InRange(List.head lengths, 17, 16 + min most 16)
 
+[<Fact>]
+let ``a long line that trickles in is shown each time a sixteenth of the buffer's limit more has come`` () =
+    let line = String.init 5000 (fun i -> string (char (97 + i % 26)))
+    let shownLengths = ResizeArray<int64>()
+    // The buffer grows from 16 bytes to its limit of 1024; past that the line comes in pieces, 10 bytes per read.
+    let reader = LineReader(new Trickle(Encoding.ASCII.GetBytes(line + "\n"), 10), 16, 1024)
+
+    reader.Pieces <-
+        { new ILinePieces with
+            member _.ReadSoFar(lineSoFar, _) = shownLengths.Add lineSoFar.Length }
+
+    Assert.Equal<string list>([ line ], readAll reader)
+    let steps = shownLengths |> Seq.pairwise |> Seq.map (fun (a, b) -> b - a) |> List.ofSeq
+    Assert.NotEmpty steps
+    Assert.All(steps, fun step -> Assert.InRange(step, 64L, 73L))
+
 /// A stream that reads at most `most` bytes at a time and notes `seen ()` before each read.
 type private Watched(bytes: byte[], most: int, seen: unit -> unit) =
     inherit IO.MemoryStream(bytes)
