@@ -234,7 +234,7 @@ type internal LineReader(stream: Stream, bufferSize: int, contiguousLimit: int) 
     /// Watches the stream before each blocking read (stdin's pipe); null for none.
     member val Watch: PipeWatch = null with get, set
 
-    /// Sees the pieces of each long line as they are read; null for none.
+    /// Sees each line longer than the buffer as it is read; null for none.
     member val Pieces: ILinePieces = null with get, set
 
     /// The next line, or None at the end of the stream, blocking while it waits. The bytes are valid until the next

@@ -680,11 +680,11 @@ let private inOneSpan (bytes: ReadOnlySequence<byte>) =
 let private longTail = 1L <<< 30
 
 /// A batch whose line comes in pieces (one longer than the line reader's buffer), decoded a record at a time while the
-/// rest of the line is still being read: the records wholly inside the pieces so far at each `Advance`, and the rest at
+/// rest of the line is still being read: the records wholly inside the line so far at each `Advance`, and the rest at
 /// `Finish`. Decoding then runs while the daemon writes the rest of the line. Read whole first, a batch of 10,000
-/// records of 1 KiB (13.4 MB) kept the reading thread spinning on the pipe's lock for a sixth of its time, while the
-/// writer copied the line in (bench/README.md, "Nineteenth round"). A record inside one piece is read where it lies; the few that cross
-/// into the next piece are copied first, each on its own.
+/// records of 1 KiB (15.6 MB) kept the reading thread spinning on the pipe's lock for a sixth of its time, while the
+/// writer copied the line in (bench/README.md, "Nineteenth round"). A record inside one piece is read where it lies;
+/// the few that cross into the next piece are copied first, each on its own.
 [<Sealed>]
 type internal BatchInPieces() =
     let records = BatchRecords()
