@@ -77,7 +77,7 @@ let private recordLength (record: Record) =
     + recordEnd.Length
 
 /// Writes into a span that was sized for exactly what goes in it.
-type private Writer(buffer: byte[]) =
+type internal Writer(buffer: byte[]) =
     let mutable position = 0
 
     member _.Position = position
@@ -147,14 +147,61 @@ let private writeRecord (writer: Writer) (record: Record) =
 let private reference charset (separator: string) message =
     Array.append (Json.encodeDaemonMessage charset message) (Encoding.ASCII.GetBytes separator)
 
-/// The line the daemon writes for the message, as `encode` gives it, in the first bytes of an array from `buffer`, which
-/// is given the line's length and may return a larger array (one the caller reuses for each batch, say).
-let encodeInto
-    (buffer: int -> byte[])
-    (charset: Json.DaemonCharset)
-    (separator: string)
-    (message: DaemonMessage)
-    : ArraySegment<byte> =
+/// A line being written a slice at a time, for a driver with other work between slices: kcl-local splices the batch
+/// before it into the child's pipe while the child reads, and encodes this one whenever the pipe is full.
+[<Sealed>]
+// `records` null: the line is already whole. Otherwise a `processRecords` line of exactly `length` bytes, written from
+// the first byte of `line`, and ended by `ending`.
+type LineWriting internal (line: byte[], length: int, records: Record[], ending: Writer -> unit) =
+    let writer = Writer line
+    let mutable next = 0
+    let mutable finished = isNull records
+
+    do
+        if not finished then
+            writer.Bytes batchStart
+
+    /// A line that is already whole.
+    new(line: ArraySegment<byte>) = LineWriting(line.Array, line.Count, null, ignore)
+
+    /// Writes whole records until at least `budget` more bytes are written or the line is done; true once it is done.
+    member _.Continue(budget: int) =
+        if not finished then
+            let stop = int64 writer.Position + int64 budget
+
+            while next < records.Length && int64 writer.Position < stop do
+                if next > 0 then
+                    writer.Byte ','B
+
+                writeRecord writer records[next]
+                next <- next + 1
+
+            if next = records.Length then
+                ending writer
+
+                // The lengths are exact; a mismatch is a bug here, never a reason to send a padded line.
+                if writer.Position <> length then
+                    invalidOp (sprintf "DaemonLine: wrote %d bytes of a %d-byte line" writer.Position length)
+
+                finished <- true
+
+        finished
+
+    /// The array the line is written into.
+    member _.Array = line
+
+    /// Whether the whole line is written.
+    member _.Finished = finished
+
+    /// The line, once it is whole.
+    member _.Line =
+        if not finished then
+            invalidOp "DaemonLine: the line is not written yet"
+
+        ArraySegment(line, 0, length)
+
+// `inPlace` says what becomes of a line the reference encodes: kept as it is, or copied into an array from `buffer`.
+let private start (inPlace: bool) (buffer: int -> byte[]) charset (separator: string) (message: DaemonMessage) =
     match message with
     | DaemonMessage.ProcessRecords(records, millisBehindLatest) when
         Ascii.IsValid separator && Array.forall plainRecord records
@@ -170,32 +217,43 @@ let encodeInto
         for record in records do
             length <- length + recordLength record
 
-        let line = buffer length
-        let writer = Writer line
-        writer.Bytes batchStart
+        let ending (writer: Writer) =
+            writer.Bytes batchEnd
+            writer.Optional millisBehindLatest
+            writer.Byte '}'B
+            writer.Ascii separator
 
-        for i in 0 .. records.Length - 1 do
-            if i > 0 then
-                writer.Byte ','B
+        LineWriting(buffer length, length, records, ending)
+    | _ when inPlace -> LineWriting(ArraySegment(reference charset separator message))
+    | _ ->
+        let whole = reference charset separator message
+        let line = buffer whole.Length
+        whole.CopyTo(line, 0)
+        LineWriting(ArraySegment(line, 0, whole.Length))
 
-            writeRecord writer records[i]
+/// Starts the line the daemon writes for the message, as `encode` gives it, in the first bytes of an array from
+/// `buffer`, which is given the line's length and may return a larger array (one the caller reuses for each batch,
+/// say). A `processRecords` line is written by `Continue`; any other is whole at once.
+let startInto (buffer: int -> byte[]) (charset: Json.DaemonCharset) (separator: string) (message: DaemonMessage) =
+    start false buffer charset separator message
 
-        writer.Bytes batchEnd
-        writer.Optional millisBehindLatest
-        writer.Byte '}'B
-        writer.Ascii separator
+let private whole (writing: LineWriting) =
+    writing.Continue Int32.MaxValue |> ignore
+    writing.Line
 
-        // The lengths above are exact; a mismatch is a bug here, never a reason to send a padded line.
-        if writer.Position <> length then
-            invalidOp (sprintf "DaemonLine: wrote %d bytes of a %d-byte line" writer.Position length)
-
-        ArraySegment(line, 0, length)
-    | _ -> ArraySegment(reference charset separator message)
+/// The line the daemon writes for the message, as `encode` gives it, in the first bytes of an array from `buffer`,
+/// which is given the line's length and may return a larger array (one the caller reuses for each batch, say).
+let encodeInto
+    (buffer: int -> byte[])
+    (charset: Json.DaemonCharset)
+    (separator: string)
+    (message: DaemonMessage)
+    : ArraySegment<byte> =
+    whole (startInto buffer charset separator message)
 
 /// The line the daemon writes for the message: its JSON exactly as `Json.encodeDaemonMessage` gives it, then the
 /// separator, in one array.
 let encode (charset: Json.DaemonCharset) (separator: string) (message: DaemonMessage) : byte[] =
-    // Not zeroed: every byte is written (encodeInto checks it), and zeroing a batch's line cost about as much as
+    // Not zeroed: every byte is written (the writer checks it), and zeroing a batch's line cost about as much as
     // base64-encoding its payloads in a profile of kcl-local.
-    (encodeInto (fun length -> GC.AllocateUninitializedArray<byte> length) charset separator message)
-        .Array
+    (whole (start true (fun length -> GC.AllocateUninitializedArray<byte> length) charset separator message)).Array

@@ -64,6 +64,9 @@ let trySend (message: DaemonMessage) (session: Session) : Result<Session * byte[
 let encodeInto (buffer: int -> byte[]) (options: SessionOptions) (message: DaemonMessage) =
     DaemonLine.encodeInto buffer options.Charset options.LineSeparator message
 
+let startEncoding (buffer: int -> byte[]) (options: SessionOptions) (message: DaemonMessage) =
+    DaemonLine.startInto buffer options.Charset options.LineSeparator message
+
 let send (message: DaemonMessage) (session: Session) =
     match trySend message session with
     | Ok sent -> sent

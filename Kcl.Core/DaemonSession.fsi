@@ -73,6 +73,11 @@ val trySend: message: DaemonMessage -> session: Session -> Result<Session * byte
 val internal encodeInto:
     buffer: (int -> byte[]) -> options: SessionOptions -> message: DaemonMessage -> System.ArraySegment<byte>
 
+/// `encodeInto` a slice at a time: the line is whole once `Continue` returns true, so a driver can encode the next
+/// batch in the gaps of other work (while the pipe is full and the child reads the batch before it).
+val internal startEncoding:
+    buffer: (int -> byte[]) -> options: SessionOptions -> message: DaemonMessage -> DaemonLine.LineWriting
+
 /// `trySend` without the encoding, for a driver that has the line from `encodeInto`: refused for the same reasons, and
 /// the same session after it.
 val internal tryOpen: message: DaemonMessage -> session: Session -> Result<Session, string>

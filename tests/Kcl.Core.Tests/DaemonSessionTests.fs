@@ -1294,6 +1294,75 @@ let ``a line encoded ahead, into a reused array, is the line send writes, and tr
             | Error reason -> failwith reason)
     )
 
+[<Fact>]
+let ``a line encoded a slice at a time, whatever the slices, is the line send writes, and whole only at its end`` () =
+    // Half the batches with plain partition keys only, which the writer writes by slices; the rest mostly go whole
+    // through the reference encoding.
+    let plainRecord =
+        Gen.map2
+            (fun (record: Kcl.Core.Record) key -> { record with PartitionKey = key })
+            anyRecord
+            (Gen.elements [ "pk"; "pk-1"; ""; "a b~!"; null ])
+
+    let batch =
+        gen {
+            let! plainKeys = Gen.elements [ true; false ]
+            let! records = Gen.arrayOf (if plainKeys then plainRecord else anyRecord)
+            let! behind = Gen.elements [ None; Some 0L; Some 12345L ]
+
+            let! charset =
+                Gen.elements [ Json.DaemonCharset.Utf8; Json.DaemonCharset.PosixAscii ]
+
+            let! budget = Gen.oneof [ Gen.constant 1; Gen.choose (2, 64); Gen.choose (65, 8192) ]
+            return DaemonMessage.ProcessRecords(records, behind), charset, budget, plainKeys
+        }
+
+    Check.One(
+        Config.QuickThrowOnFailure.WithMaxTest 300,
+        Prop.forAll (Arb.fromGen batch) (fun (message, charset, budget, plainKeys) ->
+            let options =
+                { SessionOptions.Create shard with
+                    Charset = charset
+                }
+
+            let _, line = DaemonSession.send message (DaemonSession.create options)
+            let given = ref null
+
+            let buffer length =
+                given.Value <- Array.create (length + 3) 'x'B
+                given.Value
+
+            let writing = DaemonSession.startEncoding buffer options message
+            let mutable slices = 1
+
+            while not (writing.Continue budget) do
+                Assert.False(writing.Finished)
+
+                Assert.Throws<InvalidOperationException>(fun () -> writing.Line |> ignore)
+                |> ignore
+
+                slices <- slices + 1
+
+            let records =
+                match message with
+                | DaemonMessage.ProcessRecords(records, _) -> records
+                | _ -> [||]
+
+            // Each slice writes at least one whole record, and the one with the last record ends the line; the
+            // writer's slices of a byte are a record each.
+            Assert.InRange(slices, 1, max 1 records.Length)
+
+            if budget = 1 && plainKeys then
+                Assert.Equal(max 1 records.Length, slices)
+
+            Assert.True(writing.Finished)
+            Assert.True(writing.Continue budget)
+            // In the array from `buffer`, whichever way it was written: a driver splices it by reference.
+            Assert.Same(given.Value, writing.Array)
+            Assert.Same(given.Value, writing.Line.Array)
+            Assert.Equal<byte[]>(line, writing.Line.ToArray()))
+    )
+
 // ---- a session that keeps only its latest history -----------------------------------------------------------------
 
 type private SessionStep =
