@@ -475,6 +475,9 @@ module ChildProcess =
     // SPLICE_F_NONBLOCK: take what the pipe has room for now, never wait for the child to read.
     let private spliceNonBlocking = 2u
 
+    // EAGAIN (Linux): the pipe is full.
+    let private tryAgain = 11
+
     // How long a splice waits at most for the child to make room, before it leaves the rest to the caller.
     let private roomWait = 100
 
@@ -485,7 +488,9 @@ module ChildProcess =
     /// of a batch larger than the pipe (13.4 MB at 10,000 records of 1 KiB) went through a thread-pool write, whose
     /// workers then spun beside the shard's thread. The pipe holds the array's pages, not a copy, until the child has
     /// read them, so the array must be on the pinned heap and must not change until the child has read past them.
-    let internal splice (stdin: Stream) (bytes: ArraySegment<byte>) : int =
+    /// While the pipe is full, `whileFull` is called for a short piece of other work; once it returns false, having
+    /// none left, the splice waits in `poll`.
+    let internal splice (stdin: Stream) (bytes: ArraySegment<byte>) (whileFull: unit -> bool) : int =
         match stdin with
         | :? PipeStream as pipe when OperatingSystem.IsLinux() && bytes.Count > 0 ->
             use start = fixed &bytes.Array[bytes.Offset]
@@ -501,6 +506,8 @@ module ChildProcess =
 
                 if spliced > 0 then
                     put <- put + spliced
+                elif Marshal.GetLastPInvokeError() = tryAgain && whileFull () then
+                    ()
                 else
                     // Full (EAGAIN) or broken: wait for room, and stop if none comes or the child is gone.
                     going <- Kcl.Core.Poll.writable fd roomWait

@@ -255,44 +255,82 @@ let ``A child started apart runs off its shard's CPU, and the starting thread th
         Assert.Equal<int[]>(cpus |> Array.filter ((<>) own), childCpus)
         Assert.Equal<int[]>([| own |], threadCpus)
 
+/// Reads the pipe slowly, on a thread of its own, until `length` bytes have come: small reads, with a pause every
+/// 256 KiB, so that a splice keeps finding the pipe full. Not on the thread pool: a pool reader can start later than
+/// the splice waits when other tests hold the pool's threads.
+let private slowReader (client: Stream) (length: int) =
+    let received = Tasks.TaskCompletionSource<byte[]>()
+    let reading = new ManualResetEventSlim()
+
+    let read () =
+        try
+            let got = new MemoryStream()
+            let buffer = Array.zeroCreate<byte> 8192
+            reading.Set()
+            let mutable n = client.Read(buffer, 0, buffer.Length)
+
+            while n > 0 do
+                got.Write(buffer, 0, n)
+
+                if got.Length % (256L * 1024L) < 8192L then
+                    Thread.Sleep 2
+
+                n <- if got.Length = int64 length then 0 else client.Read(buffer, 0, buffer.Length)
+
+            received.SetResult(got.ToArray())
+        with e ->
+            received.SetException e
+
+    Thread(read, IsBackground = true).Start()
+    reading.Wait()
+    received.Task
+
+let private randomLine (length: int) =
+    let line = GC.AllocateUninitializedArray<byte>(length, pinned = true)
+    Random(17).NextBytes line
+    line
+
 [<Fact>]
 let ``A batch larger than the pipe is spliced whole while the child reads, byte for byte`` () =
     if OperatingSystem.IsLinux() then
         use server = new AnonymousPipeServerStream(PipeDirection.Out)
+
         use client = new AnonymousPipeClientStream(PipeDirection.In, server.ClientSafePipeHandle)
-        let random = Random 17
-        let line = GC.AllocateUninitializedArray<byte>(3 * 1024 * 1024 + 5, pinned = true)
-        random.NextBytes line
-
-        // A slow reader: small reads with pauses, so the splice keeps waiting for room. It has a thread of its own:
-        // a thread-pool reader can start later than the splice waits when other tests hold the pool's threads.
-        let received = Tasks.TaskCompletionSource<byte[]>()
-        let reading = new ManualResetEventSlim()
-
-        let read () =
-            try
-                let got = new MemoryStream()
-                let buffer = Array.zeroCreate<byte> 8192
-                reading.Set()
-                let mutable n = client.Read(buffer, 0, buffer.Length)
-
-                while n > 0 do
-                    got.Write(buffer, 0, n)
-
-                    if got.Length % (256L * 1024L) < 8192L then
-                        Thread.Sleep 2
-
-                    n <- if got.Length = int64 line.Length then 0 else client.Read(buffer, 0, buffer.Length)
-
-                received.SetResult(got.ToArray())
-            with e ->
-                received.SetException e
-
-        Thread(read, IsBackground = true).Start()
-        reading.Wait()
-        let put = ChildProcess.splice server (ArraySegment line)
+        let line = randomLine (3 * 1024 * 1024 + 5)
+        let received = slowReader client line.Length
+        let put = ChildProcess.splice server (ArraySegment line) (fun () -> false)
         Assert.Equal(line.Length, put)
-        Assert.Equal<byte[]>(line, received.Task.Result)
+        Assert.Equal<byte[]>(line, received.Result)
+
+[<Fact>]
+let ``While the pipe is full, the splice does the caller's work a piece at a time, and the line still arrives whole``
+    ()
+    =
+    if OperatingSystem.IsLinux() then
+        use server = new AnonymousPipeServerStream(PipeDirection.Out)
+
+        use client = new AnonymousPipeClientStream(PipeDirection.In, server.ClientSafePipeHandle)
+        let line = randomLine (3 * 1024 * 1024 + 5)
+        let received = slowReader client line.Length
+        // Forty pieces of work, each shorter than the reader's pauses, then none: the splice then waits for room.
+        let mutable pieces = 0
+        let mutable askedAfter = 0
+
+        let whileFull () =
+            if pieces < 40 then
+                Thread.SpinWait 1000
+                pieces <- pieces + 1
+                true
+            else
+                askedAfter <- askedAfter + 1
+                false
+
+        let put = ChildProcess.splice server (ArraySegment line) whileFull
+        Assert.Equal(line.Length, put)
+        Assert.Equal<byte[]>(line, received.Result)
+        Assert.Equal(40, pieces)
+        // Each wait for room asks first whether any work is left.
+        Assert.True(askedAfter > 0, "the splice never waited once the work was done")
 
 [<Fact>]
 let ``A splice into a pipe nobody reads gives up after a short wait, and one into a closed pipe at once`` () =
@@ -301,9 +339,9 @@ let ``A splice into a pipe nobody reads gives up after a short wait, and one int
         let client = new AnonymousPipeClientStream(PipeDirection.In, server.ClientSafePipeHandle)
         let line = GC.AllocateUninitializedArray<byte>(4 * 1024 * 1024, pinned = true)
         let clock = Diagnostics.Stopwatch.StartNew()
-        let put = ChildProcess.splice server (ArraySegment line)
+        let put = ChildProcess.splice server (ArraySegment line) (fun () -> false)
         // What the pipe held, and no more: the rest is the caller's, to write while it watches for the child's lines.
         Assert.InRange(put, 1, line.Length - 1)
         Assert.True(clock.Elapsed < TimeSpan.FromSeconds 5.0, sprintf "the splice waited %O" clock.Elapsed)
         client.Dispose()
-        Assert.Equal(0, ChildProcess.splice server (ArraySegment(line, put, line.Length - put)))
+        Assert.Equal(0, ChildProcess.splice server (ArraySegment(line, put, line.Length - put)) (fun () -> false))

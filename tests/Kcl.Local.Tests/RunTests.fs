@@ -104,9 +104,9 @@ let ``A source waiting for data gets empty batches when asked and ends when its 
             Assert.True(batches.Length < 12, sprintf "the idle time spaces the empty batches: %A" batches)
     }
 
-/// Runs the digests child over `records` generated records of 1 KiB in batches of `batchSize`, and checks that it
-/// saw every payload as generated.
-let private everyPayloadIntact (records: int) (batchSize: int) =
+/// Runs the digests child over `records` generated records of 1 KiB in batches of `batchSize`, every `duplicateEvery`th
+/// batch delivered twice if set, and checks that it saw every payload as generated, in order.
+let private everyPayloadIntactWith (duplicateEvery: int option) (records: int) (batchSize: int) =
     task {
         let generator =
             { GeneratorSettings.Default with
@@ -122,6 +122,7 @@ let private everyPayloadIntact (records: int) (batchSize: int) =
             { settings child (tempDir ()) 0 1 with
                 Source = Source.Generated generator
                 ChildStderr = fun _ line -> digests.Enqueue line
+                DuplicateEvery = duplicateEvery
             }
 
         let! summary = runToEnd settings
@@ -130,10 +131,18 @@ let private everyPayloadIntact (records: int) (batchSize: int) =
         let expected =
             RecordSource.generate generator
             |> Seq.map (fun record -> Convert.ToHexStringLower(Security.Cryptography.SHA256.HashData record.Data))
+            |> Seq.chunkBySize batchSize
+            |> Seq.indexed
+            |> Seq.collect (fun (index, batch) ->
+                match duplicateEvery with
+                | Some every when (index + 1) % every = 0 -> Array.append batch batch
+                | _ -> batch)
             |> List.ofSeq
 
         Assert.Equal<string list>(expected, List.ofSeq digests)
     }
+
+let private everyPayloadIntact = everyPayloadIntactWith None
 
 [<Fact>]
 let ``Every payload arrives intact while batches' lines are spliced into the pipe and their arrays reused`` () =
@@ -146,6 +155,12 @@ let ``Every payload arrives intact when each batch's line is longer than the pip
     // Six batches of about 2.3 MB: the splice waits for the child to read, and the child decodes each batch as its line
     // comes.
     everyPayloadIntact 9000 1500
+
+[<Fact>]
+let ``Every payload arrives intact when batches longer than the pipe are delivered twice between those read ahead`` () =
+    // The next batch is encoded while the last is spliced, into the array freed for it; a batch delivered again is
+    // encoded anew, and the one read ahead waits behind it.
+    everyPayloadIntactWith (Some 2) 9000 1500
 
 [<Fact>]
 let ``The rehearsal drives a whole shard over real pipes without a finding, as a run's first shard would go`` () =
