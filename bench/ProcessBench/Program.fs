@@ -188,6 +188,19 @@ let main argv =
 
     let ratio = ratioOf _.RecordsPerSecond
 
+    // The median of each run's own ratio: each child against the baseline run in the same round, between which the
+    // machine's speed drifts less than across the whole benchmark (one slow round moves a median of three rates).
+    let pairedRatio workload feed child baseline =
+        let rates name =
+            results
+            |> List.filter (fun m -> m.Workload = workload && m.Feed = feed && m.Child = name)
+            |> List.map _.RecordsPerSecond
+
+        match rates child, rates baseline with
+        | ours, theirs when not ours.IsEmpty && ours.Length = theirs.Length ->
+            sprintf "%.2f" (List.map2 (/) ours theirs |> median)
+        | _ -> "-"
+
     // The bare loop run with the child's runtime settings: the samples' publish turns TieredPGO off.
     let sameSettings (child: string) =
         if child.StartsWith "bare-loop" then child
@@ -196,16 +209,16 @@ let main argv =
         else "bare-loop, TieredPGO off"
 
     printfn
-        "| workload | feed | child | records/s | MB/s | CPU µs/record | peak RSS MiB | spawn→initialize ms | ×bare | ×bare, same settings | ×node | steady records/s | steady ×node |"
+        "| workload | feed | child | records/s | MB/s | CPU µs/record | peak RSS MiB | spawn→initialize ms | ×bare | ×bare, same settings | ×node | paired ×node | steady records/s | steady ×node |"
 
-    printfn "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    printfn "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 
     for workload, feed in List.allPairs workloads feeds do
         for child in children do
             let s = summary[workload.Name, feed, child.Name]
 
             printfn
-                "| %s | %s | %s | %.0f | %.1f | %.2f | %.0f | %.0f | %s | %s | %s | %.0f | %s |"
+                "| %s | %s | %s | %.0f | %.1f | %.2f | %.0f | %.0f | %s | %s | %s | %s | %.0f | %s |"
                 workload.Name
                 feed.Name
                 child.Name
@@ -217,6 +230,7 @@ let main argv =
                 (ratio workload.Name feed child.Name "bare-loop")
                 (ratio workload.Name feed child.Name (sameSettings child.Name))
                 (ratio workload.Name feed child.Name "node (aws-kcl)")
+                (pairedRatio workload.Name feed child.Name "node (aws-kcl)")
                 s.SteadyRecordsPerSecond
                 (ratioOf _.SteadyRecordsPerSecond workload.Name feed child.Name "node (aws-kcl)")
 
