@@ -63,14 +63,32 @@ let main argv =
     // throughput"): tiered compilation off (no rejitting while a short stream runs, at some cost in start-up), or
     // TieredPGO on or off (the fast publish turns it off, so the C# sample with it on shows what that bought, and the
     // bare loop with it off compares like with like).
-    let withSetting suffix variable value (child: Child) =
+    let withSettings suffix settings (child: Child) =
         { child with
             Name = child.Name + suffix
-            Environment = [ variable, value ] }
+            Environment = settings }
+
+    let withSetting suffix variable value = withSettings suffix [ variable, value ]
 
     let tieringOff = withSetting ", TC off" "DOTNET_TieredCompilation" "0"
     let tieredPgoOff = withSetting ", TieredPGO off" "DOTNET_TieredPGO" "0"
     let tieredPgoOn = withSetting ", TieredPGO on" "DOTNET_TieredPGO" "1"
+
+    // The runtime reads these variables' numbers as hexadecimal: 0x64 is the default delay of 100 ms, 0x1E the
+    // default threshold of 30 calls; 0xA and 0x4000 are the samples' 10 ms and 16,384 calls (samples/KclChild.props).
+    let defaultTiering =
+        withSettings
+            ", default tiering"
+            [ "DOTNET_TC_CallCountingDelayMs", "64"; "DOTNET_TC_CallCountThreshold", "1E" ]
+
+    let samplesSettings =
+        withSettings
+            ", samples' settings"
+            [
+                "DOTNET_TieredPGO", "0"
+                "DOTNET_TC_CallCountingDelayMs", "A"
+                "DOTNET_TC_CallCountThreshold", "4000"
+            ]
 
     let children =
         [
@@ -87,7 +105,9 @@ let main argv =
                 fsharp
                 bare
                 tieredPgoOff bare
+                samplesSettings bare
                 tieredPgoOn csharp
+                defaultTiering csharp
                 tieringOff csharp
                 tieringOff bare
             if nodeDir <> "" && not localOnly then
@@ -201,12 +221,14 @@ let main argv =
             sprintf "%.2f" (List.map2 (/) ours theirs |> median)
         | _ -> "-"
 
-    // The bare loop run with the child's runtime settings: the samples' publish turns TieredPGO off.
+    // The bare loop run with the child's runtime settings: the samples' publish turns TieredPGO off and sets how
+    // tiering starts.
     let sameSettings (child: string) =
         if child.StartsWith "bare-loop" then child
         elif child.EndsWith ", TC off" then "bare-loop, TC off"
+        elif child.EndsWith ", default tiering" then "bare-loop, TieredPGO off"
         elif child.EndsWith ", TieredPGO on" || child.StartsWith "node" then "bare-loop"
-        else "bare-loop, TieredPGO off"
+        else "bare-loop, samples' settings"
 
     printfn
         "| workload | feed | child | records/s | MB/s | CPU µs/record | peak RSS MiB | spawn→initialize ms | ×bare | ×bare, same settings | ×node | paired ×node | steady records/s | steady ×node |"
