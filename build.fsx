@@ -422,8 +422,8 @@ let pipeline () =
 
 /// The whole-process benchmark (bench/ProcessBench): publishes the samples and the bare reference loop, installs the
 /// official Node binding's processor with npm into artifacts/bench/node, builds kcl-local (the C# sample also runs
-/// under it), and prints the Markdown tables. Arguments after `--` go to the benchmark, e.g.
-/// `bench -- --runs 5 --scale 0.5`.
+/// under it) and kcl-bootstrap (timed over a generated jar repository), and prints the Markdown tables. Arguments
+/// after `--` go to the benchmark, e.g. `bench -- --runs 5 --scale 0.5`.
 let bench () =
     restore ()
     // The consumers as a user should deploy them: with the opt-in fast start-up publish (samples/KclChild.props), on
@@ -451,11 +451,23 @@ let bench () =
     npmInstall (Path.Combine(root, "bench", "NodeProcessor")) node
 
     let kclLocal = localTool ()
+    let bootstrap = bootstrapTool ()
     let project = Path.Combine("bench", "ProcessBench", "ProcessBench.fsproj")
     exec "dotnet" [ "build"; project; "-c"; "Release" ]
+
     exec
         "dotnet"
-        ([ (projectInfo project).TargetPath; "--root"; root; "--node"; node; "--local"; kclLocal; "--samples"; "bench/samples" ]
+        ([ (projectInfo project).TargetPath
+           "--root"
+           root
+           "--node"
+           node
+           "--local"
+           kclLocal
+           "--bootstrap"
+           bootstrap
+           "--samples"
+           "bench/samples" ]
          @ runnerArgs)
 
 // The default job when no target is given.

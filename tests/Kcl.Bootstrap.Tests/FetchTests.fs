@@ -67,12 +67,10 @@ let ``A warm cache re-verifies every jar and asks the network nothing, even offl
             Offline = true
         }
 
-    let clock = Stopwatch.StartNew()
+    // How long this takes is measured by the benchmark (bench/ProcessBench, "bootstrap"), not here.
     let warm = ok (fst (fetch offline m))
-    let elapsed = clock.Elapsed
     Assert.Equal(0, warm.Downloaded)
     Assert.Equal(79, warm.Jars.Length)
-    Assert.True(elapsed < TimeSpan.FromSeconds 1.0, sprintf "warm verification of 79 jars took %O" elapsed)
 
     // Online too: the network is not consulted.
     use server = new RepoServer(repo)
